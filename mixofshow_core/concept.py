@@ -1,0 +1,96 @@
+"""An ED-LoRA concept: layer-wise word embeddings plus text-encoder and UNet LoRA (spec §1.1-§1.3).
+
+Each concept word (e.g. ``<potter1>``) owns one embedding row per UNet cross-attention layer, shape
+``[L, D]`` (L = 16, D = 768 for SD1.x); row ``l`` is what cross-attention layer ``l`` sees in place of
+the word, layers counted down -> mid -> up. LoRA factors are keyed by diffusers module names
+(``text_model.encoder.layers.0.self_attn.q_proj``, ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import ConceptFileError, ConceptWordError
+from .lora import LoRAPair
+
+WORD_PATTERN = re.compile(r"^\S+$")
+FAMILY_BY_TEXT_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+
+
+def family_for_text_width(width: int) -> str:
+    """Name the base family a text width belongs to ("sd1", "sd2", "sdxl"), or "unknown-<width>"."""
+    return FAMILY_BY_TEXT_WIDTH.get(width, f"unknown-{width}")
+
+
+@dataclass
+class Concept:
+    """Words, their per-layer embeddings and the LoRA deltas of one trained concept.
+
+    Attributes:
+        words: concept words in prompt order, e.g. ["<potter1>", "<potter2>"].
+        embeddings: word -> fp32 tensor [L, D], row l for cross-attention layer l.
+        text_lora: diffusers text-encoder module name -> LoRAPair.
+        unet_lora: diffusers UNet module name -> LoRAPair.
+        alpha: delta scale as in the official code (alpha, not alpha/rank).
+        name: display name (defaults to the words joined by a space).
+        base_family: "sd1", "sd2", "sdxl"; derived from the text width when not given.
+    """
+
+    words: list[str]
+    embeddings: dict[str, torch.Tensor]
+    text_lora: dict[str, LoRAPair] = field(default_factory=dict)
+    unet_lora: dict[str, LoRAPair] = field(default_factory=dict)
+    alpha: float = 1.0
+    name: str = ""
+    base_family: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.words:
+            raise ConceptWordError("A concept needs at least one word (e.g. '<potter1>'); found none.")
+        for word in self.words:
+            if not WORD_PATTERN.match(word):
+                raise ConceptWordError(
+                    f"Concept word {word!r} contains white space or is empty; words are single tokens "
+                    "such as '<potter1>'. Rename the word."
+                )
+        if len(set(self.words)) != len(self.words):
+            raise ConceptWordError(f"Concept words repeat: {self.words}; each word must be unique.")
+        missing = [w for w in self.words if w not in self.embeddings]
+        extra = [w for w in self.embeddings if w not in self.words]
+        if missing or extra:
+            raise ConceptFileError(
+                f"Embeddings do not match the word list {self.words}: missing {missing}, unexpected {extra}."
+            )
+        shapes = {tuple(t.shape) for t in self.embeddings.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ConceptFileError(
+                f"Every word embedding must be [layers, text_width] with one shared shape; found {sorted(shapes)}."
+            )
+        for name, pair in {**self.text_lora, **self.unet_lora}.items():
+            pair.check(name)
+        if not self.name:
+            self.name = " ".join(self.words)
+        if not self.base_family:
+            self.base_family = family_for_text_width(self.text_width)
+
+    @property
+    def layer_count(self) -> int:
+        """L, the number of cross-attention layers the embeddings were trained for."""
+        return int(next(iter(self.embeddings.values())).shape[0])
+
+    @property
+    def text_width(self) -> int:
+        """D, the text-encoder hidden size."""
+        return int(next(iter(self.embeddings.values())).shape[1])
+
+    @property
+    def rank(self) -> int:
+        """Largest LoRA rank in the concept (0 for an embedding-only concept)."""
+        ranks = [p.rank for p in {**self.text_lora, **self.unet_lora}.values()]
+        return max(ranks, default=0)
+
+    def embedding_stack(self) -> torch.Tensor:
+        """All word embeddings stacked in word order, shape [n_words, L, D]."""
+        return torch.stack([self.embeddings[w] for w in self.words])  # (W, L, D)

@@ -1,0 +1,21 @@
+"""Error types. Every message says what was expected, what was found and what to do."""
+
+
+class MixOfShowError(Exception):
+    """Base class of every error the pack raises on purpose."""
+
+
+class ConceptFileError(MixOfShowError, ValueError):
+    """A concept file cannot be read: missing, corrupt, truncated, unsafe or of an unknown layout."""
+
+
+class BaseModelMismatchError(MixOfShowError, ValueError):
+    """A concept was made for another base model (text width, layer count or family)."""
+
+
+class KeyMappingError(MixOfShowError, ValueError):
+    """Weights name modules that the target model does not have."""
+
+
+class ConceptWordError(MixOfShowError, ValueError):
+    """Concept words clash, are malformed, or are missing where they are needed."""

@@ -1,0 +1,298 @@
+"""The one place that touches ComfyUI's ModelPatcher, CLIP and conditioning objects.
+
+Design of layer-wise conditioning (spec §1.2) in ComfyUI:
+* ``EDLoRALoader`` registers each concept's words and per-layer embeddings on the CLIP (inside
+  ``clip.patcher.model_options``, so CLIP clones made by other nodes keep them) and installs one
+  attention patch on the MODEL (an ``attn2_patch`` list entry, so other patches still apply).
+* ``encode_layerwise`` encodes a prompt once per cross-attention layer in one text-encoder batch,
+  each time with that layer's embedding row in place of every concept word, and packs the L
+  contexts into one CONDITIONING tensor (layout in ``mixofshow_core.layer_context``). It rides
+  through ComfyUI's cond batching (cond + uncond, several conds, areas, masks, batch > 1).
+* The MODEL patch hands cross-attention layer l its own context ``packed[l::L]``; plain
+  conditioning passes through unchanged. ControlNets get the layer mean via ``cross_attn_controlnet``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import comfy.lora
+import comfy.sd
+import torch
+
+from ..mixofshow_core import layer_context
+from ..mixofshow_core.concept import Concept, family_for_text_width
+from ..mixofshow_core.errors import BaseModelMismatchError, ConceptWordError, KeyMappingError
+from ..mixofshow_core.formats import kohya
+from ..mixofshow_core.unet_layout import CrossAttnSite, UNetLayout, map_unet_modules
+from ..mixofshow_core.words import find_words, substitute
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_KEY = "mixofshow.concepts"
+_TRANSFORMER_PATH = re.compile(r"^(?:(?:input_blocks|output_blocks)\.\d+|middle_block)\.\d+\.transformer_blocks\.\d+$")
+# Candidate stand-in words for concept words during tokenization; each must be one CLIP token.
+_SENTINELS = ("qqq", "zzz", "xxx", "vvv", "jjj", "kkk", "ppp", "www", "yyy", "bbb", "fff", "hhh")
+
+
+# ---------------------------------------------------------------- model structure
+def unet_layout(model: Any) -> UNetLayout:
+    """Describe a ModelPatcher's UNet: resnets per level and every transformer with cross-attention."""
+    unet = model.model.diffusion_model
+    paths = tuple(
+        name
+        for name, module in unet.named_modules()
+        if _TRANSFORMER_PATH.match(name) and getattr(module, "attn2", None) is not None
+    )
+    levels, count = [], 0
+    for block in list(unet.input_blocks)[1:]:
+        if any(type(m).__name__ == "Downsample" for m in block):
+            levels.append(count)
+            count = 0
+        else:
+            count += 1
+    levels.append(count)
+    return UNetLayout(res_blocks_per_level=tuple(levels), transformer_modules=paths)
+
+
+def cross_attention_sites(model: Any) -> list[CrossAttnSite]:
+    """Cross-attention layers of a MODEL in the official order (down -> mid -> up)."""
+    sites = unet_layout(model).sites()
+    if not sites:
+        raise BaseModelMismatchError(
+            "This MODEL has no cross-attention layers; ED-LoRA concepts need a text-conditioned UNet (SD1.x)."
+        )
+    return sites
+
+
+def unet_context_width(model: Any) -> int:
+    """Width of the text context the UNet's cross-attention expects."""
+    unet = model.model.diffusion_model
+    first = cross_attention_sites(model)[0]
+    return int(unet.get_submodule(first.ldm_prefix).attn2.to_k.weight.shape[1])
+
+
+def clip_text_width(clip: Any) -> int:
+    """Hidden size of an SD1-style CLIP; raises for multi-encoder CLIPs (SDXL) not supported yet."""
+    encoder = clip.cond_stage_model
+    names = [n for n in ("clip_l", "clip_g", "clip_h") if hasattr(encoder, n)]
+    if names != ["clip_l"]:
+        raise BaseModelMismatchError(
+            f"This CLIP has text encoders {names or type(encoder).__name__}; ED-LoRA concepts currently "
+            "support SD1.x (one CLIP-L). SDXL support is planned."
+        )
+    return int(encoder.clip_l.transformer.get_input_embeddings().weight.shape[1])
+
+
+def check_concept_fits(concept: Concept, layers: int, width: int, source: str) -> None:
+    """Raise BaseModelMismatchError unless the concept's [L, D] fits this model."""
+    if concept.text_width != width or concept.layer_count not in (layers, 1):
+        raise BaseModelMismatchError(
+            f"Concept {source} was made for base family {concept.base_family} (text width "
+            f"{concept.text_width}, {concept.layer_count} cross-attention layers), but this model has text "
+            f"width {width} and {layers} layers ({family_for_text_width(width)}). Load it onto a checkpoint of "
+            "its own family, or retrain it on this one."
+        )
+
+
+# ---------------------------------------------------------------- MODEL patch
+class LayerwiseContextPatch:
+    """attn2_patch: give cross-attention layer l its own context from packed conditioning."""
+
+    mixofshow_layerwise = True
+
+    def __init__(self, sites: list[CrossAttnSite]):
+        self.layers = len(sites)
+        self.table = {(s.block[0], s.block[1], s.depth): s.index for s in sites}
+
+    def layer_for(self, extra_options: dict[str, Any]) -> int | None:
+        block = extra_options.get("block")
+        if block is None:
+            return None
+        return self.table.get((block[0], block[1], extra_options.get("block_index", 0)))
+
+    def __call__(self, n, context, value, extra_options):
+        layer = self.layer_for(extra_options)
+        if layer is None or context is None:
+            return n, context, value
+        picked = layer_context.select_layer(context, layer, self.layers)
+        if value is None or value is context:
+            return n, picked, picked
+        return n, picked, layer_context.select_layer(value, layer, self.layers)
+
+
+def has_layer_patch(model: Any) -> bool:
+    patches = model.model_options.get("transformer_options", {}).get("patches", {})
+    return any(getattr(p, "mixofshow_layerwise", False) for p in patches.get("attn2_patch", []))
+
+
+def with_layer_patch(model: Any) -> Any:
+    """Clone of ``model`` carrying the layer-wise context patch exactly once."""
+    model = model.clone()
+    if not has_layer_patch(model):
+        model.set_model_attn2_patch(LayerwiseContextPatch(cross_attention_sites(model)))
+    return model
+
+
+# ---------------------------------------------------------------- concept registry on CLIP
+def concept_registry(clip: Any) -> dict[str, dict[str, Any]]:
+    """word -> {"embedding": [L, D], "concept": name, "source": file} of the concepts loaded on ``clip``."""
+    return dict(clip.patcher.model_options.get(REGISTRY_KEY, {}))
+
+
+def register_words(clip: Any, concept: Concept, layers: int, source: str) -> None:
+    """Add the concept's words to ``clip`` (a fresh clone); refuse words already taken."""
+    registry = concept_registry(clip)
+    taken = {w: registry[w]["concept"] for w in concept.words if w in registry}
+    if taken:
+        raise ConceptWordError(
+            f"Concept {source} uses word(s) {sorted(taken)} already used by loaded concept(s) "
+            f"{sorted(set(taken.values()))}. Two concepts cannot share a word: rename one (retrain or "
+            "re-export it with other words), or fuse them with GradientFusion, which renames safely."
+        )
+    for word in concept.words:
+        rows = concept.embeddings[word].float()
+        if rows.shape[0] == 1:  # vanilla-LoRA checkpoints: one row used by every layer
+            rows = rows.expand(layers, -1).clone()
+        registry[word] = {"embedding": rows, "concept": concept.name, "source": source}
+    clip.patcher.model_options[REGISTRY_KEY] = registry
+
+
+# ---------------------------------------------------------------- applying a concept
+def _check_lora_keys(model: Any, clip: Any, concept: Concept, layout: UNetLayout) -> None:
+    """Every LoRA module must land on an existing weight, else fail listing the strays."""
+    unet_keys = comfy.lora.model_lora_keys_unet(model.model, {})
+    clip_keys = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
+    ours = map_unet_modules(layout, list(concept.unet_lora))
+    strays = [
+        m for m, ldm in ours.items()
+        if unet_keys.get(kohya.lora_name(kohya.UNET_PREFIX, m)) != f"diffusion_model.{ldm}.weight"
+    ]
+    strays += [m for m in concept.text_lora if kohya.lora_name(kohya.TEXT_PREFIX, m) not in clip_keys]
+    if strays:
+        shown = ", ".join(sorted(strays)[:12]) + (f" (+{len(strays) - 12} more)" if len(strays) > 12 else "")
+        raise KeyMappingError(
+            f"{len(strays)} LoRA module(s) of concept '{concept.name}' have no weight in this model: {shown}. "
+            "The concept was trained on a different architecture."
+        )
+
+
+def apply_concept(model: Any, clip: Any, concept: Concept, strength_model: float, strength_clip: float,
+                  source: str) -> tuple[Any, Any]:
+    """Return (MODEL, CLIP) clones with the concept's LoRA merged as patches and its words usable."""
+    layout = unet_layout(model)
+    sites = cross_attention_sites(model)
+    width = clip_text_width(clip)
+    if unet_context_width(model) != width:
+        raise BaseModelMismatchError(
+            f"MODEL cross-attention expects text width {unet_context_width(model)} but CLIP gives {width}; "
+            "connect the MODEL and CLIP of the same checkpoint."
+        )
+    check_concept_fits(concept, len(sites), width, source)
+    if concept.text_lora or concept.unet_lora:
+        _check_lora_keys(model, clip, concept, layout)
+        model, clip = comfy.sd.load_lora_for_models(
+            model, clip, kohya.state_dict(concept), strength_model, strength_clip
+        )
+    clip = clip.clone()
+    register_words(clip, concept, len(sites), source)
+    return with_layer_patch(model), clip
+
+
+# ---------------------------------------------------------------- layer-wise prompt encoding
+def _single_token(clip: Any, word: str) -> int | None:
+    chunk = clip.tokenize(word)["l"][0]
+    ids = [t[0] for t in chunk]
+    end = ids.index(ids[-1]) if ids else 0  # first pad/end token after the word
+    inner = ids[1:end]
+    return inner[0] if len(inner) == 1 and isinstance(inner[0], int) else None
+
+
+def _pick_sentinels(clip: Any, text: str, count: int) -> dict[str, int]:
+    present = {t[0] for chunk in clip.tokenize(text)["l"] for t in chunk}
+    picked: dict[str, int] = {}
+    for word in _SENTINELS:
+        if len(picked) == count:
+            break
+        token = _single_token(clip, word)
+        if token is not None and token not in present and word not in text:
+            picked[word] = token
+    if len(picked) < count:
+        raise ConceptWordError(
+            f"Could not find {count} free stand-in tokens to encode this prompt; use fewer distinct concept words."
+        )
+    return picked
+
+
+def encode_layerwise(clip: Any, text: str) -> list[list[Any]]:
+    """CONDITIONING for ``text`` where every loaded concept word uses its per-layer embedding."""
+    registry = concept_registry(clip)
+    if not registry:
+        cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+        return [[cond, {"pooled_output": pooled}]]
+    layers = next(iter(registry.values()))["embedding"].shape[0]
+    words = list(dict.fromkeys(find_words(text, registry)))
+    if not words:
+        cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+        packed = layer_context.tile_plain(cond, layers)  # (1, T*L, D)
+    else:
+        sentinels = _pick_sentinels(clip, text, len(words))
+        stand_in = dict(zip(words, sentinels))
+        token_word = {token: word for word, token in zip(words, sentinels.values())}
+        chunks = clip.tokenize(substitute(text, stand_in))["l"]
+        per_layer = []
+        for layer in range(layers):
+            for chunk in chunks:
+                per_layer.append([
+                    (registry[token_word[t[0]]]["embedding"][layer], *t[1:])
+                    if isinstance(t[0], int) and t[0] in token_word else t
+                    for t in chunk
+                ])
+        cond, pooled = clip.encode_from_tokens({"l": per_layer}, return_pooled=True)  # (1, L*T, D)
+        tokens = cond.shape[1] // layers
+        contexts = cond.reshape(1, layers, tokens, cond.shape[2]).permute(1, 0, 2, 3)  # (L, 1, T, D)
+        packed = layer_context.pack_layers(contexts)  # (1, T*L, D)
+    extras = {
+        "pooled_output": pooled,
+        "cross_attn_controlnet": layer_context.mean_over_layers(packed, layers),  # (1, T, D)
+        "mixofshow_layers": layers,
+    }
+    return [[packed, extras]]
+
+
+def prompt_warnings(clip: Any, text: str) -> list[str]:
+    """Human-readable problems with concept words in ``text`` (unknown <words>, half-used concepts)."""
+    from ..mixofshow_core.words import unknown_angle_words
+
+    registry = concept_registry(clip)
+    found = set(find_words(text, registry))
+    notes = []
+    unknown = unknown_angle_words(text, registry)
+    if unknown:
+        notes.append(
+            f"prompt has {unknown} which no loaded concept defines (loaded words: {sorted(registry) or 'none'}); "
+            "they are encoded as plain text. Check the spelling or load the concept with EDLoRALoader."
+        )
+    by_concept: dict[str, list[str]] = {}
+    for word, entry in registry.items():
+        by_concept.setdefault(entry["concept"], []).append(word)
+    for name, concept_words in by_concept.items():
+        used = [w for w in concept_words if w in found]
+        if used and len(used) < len(concept_words):
+            missing = [w for w in concept_words if w not in found]
+            notes.append(f"concept '{name}' is used without {missing}; write all its words, e.g. '{' '.join(concept_words)}'.")
+    return notes
+
+
+def layerwise_condition_info(conditioning: list[list[Any]]) -> int | None:
+    """Number of packed layers of the first conditioning entry, or None for plain conditioning."""
+    if not conditioning:
+        return None
+    value = conditioning[0][1].get("mixofshow_layers")
+    return int(value) if value is not None else None
+
+
+def embedding_table(clip: Any) -> torch.Tensor:
+    """The CLIP's token-embedding table [V, D] (for initialising or checking concept words)."""
+    return clip.cond_stage_model.clip_l.transformer.get_input_embeddings().weight

@@ -1,0 +1,85 @@
+"""The built-in default model: a tiny SD1-architecture checkpoint made in code (no download).
+
+Same classes as SD1.5 (ComfyUI's UNet with the SD1.5 block layout and its 16 cross-attention
+layers, an SD1 CLIP with the bundled tokenizer, a KL autoencoder) at a fraction of the width:
+UNet 32 channels, text width 64, ~5 M parameters in all. Weights are seeded random for now, so it
+proves the plumbing, not image quality; a trained testbed is planned.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import comfy.ldm.models.autoencoder
+import comfy.model_management
+import comfy.model_patcher
+import comfy.sd
+import comfy.sd1_clip
+import comfy.supported_models
+import comfy.supported_models_base
+import folder_paths
+import torch
+
+CLIP_CONFIG = os.path.join(os.path.dirname(__file__), "testbed_clip_config.json")
+TEXT_WIDTH = 64
+UNET_CONFIG = dict(
+    use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False, adm_in_channels=None,
+    in_channels=4, out_channels=4, model_channels=32, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 2, 2],
+    transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    transformer_depth_middle=1, use_linear_in_transformer=False, context_dim=TEXT_WIDTH,
+    use_temporal_resblock=False, use_temporal_attention=False,
+)
+VAE_CONFIG = dict(double_z=True, z_channels=4, resolution=64, in_channels=3, out_ch=3, ch=32, ch_mult=[1, 1, 1, 1],
+                  num_res_blocks=1, attn_resolutions=[], dropout=0.0)
+
+
+class TinySD1(comfy.supported_models.SD15):
+    """SD15 with 16-channel heads (SD15 itself forces 8 heads, too many for 32 channels)."""
+
+    unet_config = dict(comfy.supported_models.SD15.unet_config, model_channels=32, context_dim=TEXT_WIDTH)
+    unet_extra_config = {"num_heads": -1, "num_head_channels": 16}
+
+
+def seeded_init(module: torch.nn.Module, seed: int, std: float = 0.02) -> torch.nn.Module:
+    """Fill every parameter deterministically: norms 1/0, biases 0, other weights N(0, std²)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.fill_(1.0)
+            elif name.endswith("bias") or "norm" in name:
+                p.zero_()
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+def build_model(seed: int):
+    config = TinySD1(dict(UNET_CONFIG))
+    config.set_inference_dtype(torch.float32, None)
+    model = seeded_init(config.get_model({}), seed)
+    return comfy.model_patcher.ModelPatcher(
+        model, comfy.model_management.get_torch_device(), comfy.model_management.unet_offload_device()
+    )
+
+
+def build_clip(seed: int):
+    encoder = functools.partial(
+        comfy.sd1_clip.SD1ClipModel,
+        clip_model=functools.partial(comfy.sd1_clip.SDClipModel, textmodel_json_config=CLIP_CONFIG),
+    )
+    target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, encoder)
+    clip = comfy.sd.CLIP(target, embedding_directory=folder_paths.get_folder_paths("embeddings"))
+    seeded_init(clip.cond_stage_model, seed + 1)
+    return clip
+
+
+def build_vae(seed: int):
+    autoencoder = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(VAE_CONFIG), embed_dim=4)
+    state = seeded_init(autoencoder, seed + 2).state_dict()
+    return comfy.sd.VAE(sd=state, config={"params": {"ddconfig": dict(VAE_CONFIG), "embed_dim": 4}})
+
+
+def build_testbed(seed: int = 0):
+    """(MODEL, CLIP, VAE) of the tiny random SD1-architecture checkpoint."""
+    return build_model(seed), build_clip(seed), build_vae(seed)

@@ -1,0 +1,202 @@
+"""Run ComfyUI in-process with this pack loaded: shared by the demo, the tests and the benchmarks.
+
+``boot()`` imports the ComfyUI named by COMFYUI_PATH (set by scripts/host/provision.sh), forces CPU,
+loads the built-in nodes and this pack, and points the model/output folders at a work directory.
+``run_prompt`` runs an API-format prompt through the real PromptExecutor; ``ui_to_api`` converts a
+UI-format workflow (what the frontend saves) into an API-format prompt using the nodes' INPUT_TYPES.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_STATE: dict[str, Any] = {}
+
+
+def _run(x):
+    return asyncio.run(x) if inspect.iscoroutine(x) else x
+
+
+def comfy_path() -> str:
+    path = os.environ.get("COMFYUI_PATH", "")
+    if not path or not os.path.isfile(os.path.join(path, "main.py")):
+        raise RuntimeError(
+            f"COMFYUI_PATH={path!r} is not a ComfyUI checkout. Run `eval \"$(scripts/host/provision.sh)\"` first, "
+            "or point COMFYUI_PATH at a ComfyUI folder."
+        )
+    return path
+
+
+@dataclass
+class Host:
+    comfy: str
+    pack_module: Any
+    pack_name: str
+
+
+def boot(workdir: str, pack_dir: str = REPO) -> Host:
+    """Import ComfyUI once per process, load this pack, and use ``workdir`` for models and outputs."""
+    if "host" in _STATE:
+        _set_dirs(workdir)
+        return _STATE["host"]
+    comfy = comfy_path()
+    shim = os.environ.get("MOS_TORCHVISION_SHIM")
+    if shim and shim not in sys.path:
+        sys.path.append(shim)
+    if comfy not in sys.path:
+        sys.path.insert(0, comfy)
+    from comfy.cli_args import args
+
+    args.cpu = True
+    if os.path.isdir(os.path.join(comfy, "utils")):  # ComfyUI 0.3.x: import before nodes (name shadowing)
+        import utils.extra_config  # noqa: F401
+    import server  # noqa: F401
+    import execution  # noqa: F401
+    import nodes
+
+    if hasattr(nodes, "init_extra_nodes"):
+        _run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    else:
+        nodes.init_custom_nodes()
+    _set_dirs(workdir)
+    name = os.path.basename(os.path.abspath(pack_dir))
+    if not _run(nodes.load_custom_node(os.path.abspath(pack_dir))):
+        raise RuntimeError(f"ComfyUI could not load the pack from {pack_dir}; see the log above.")
+    import comfy.model_management as mm
+    import comfy.utils
+
+    # main.py installs this hook; without it interrupts never fire during sampling
+    comfy.utils.set_progress_bar_global_hook(lambda *a, **k: mm.throw_exception_if_processing_interrupted())
+    host = Host(comfy=comfy, pack_module=sys.modules[name], pack_name=name)
+    _STATE["host"] = host
+    return host
+
+
+def _set_dirs(workdir: str) -> None:
+    import folder_paths
+
+    models = os.path.join(workdir, "models")
+    for kind in ("checkpoints", "loras", "embeddings", "controlnet", "edloras"):
+        os.makedirs(os.path.join(models, kind), exist_ok=True)
+        folder_paths.add_model_folder_path(kind, os.path.join(models, kind))
+    for sub, setter in (("output", folder_paths.set_output_directory), ("input", folder_paths.set_input_directory),
+                        ("temp", folder_paths.set_temp_directory)):
+        os.makedirs(os.path.join(workdir, sub), exist_ok=True)
+        setter(os.path.join(workdir, sub))
+
+
+class _Server:
+    """The minimum of PromptServer that PromptExecutor talks to."""
+
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def __init__(self):
+        self.messages: list[tuple[str, Any]] = []
+
+    def send_sync(self, event, data, sid=None):
+        self.messages.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+@dataclass
+class RunResult:
+    success: bool
+    outputs: dict[str, Any]
+    messages: list[tuple[str, Any]]
+    error: str
+
+
+def validate(prompt: dict[str, Any]):
+    import execution
+
+    sig = inspect.signature(execution.validate_prompt)
+    if len(sig.parameters) >= 3:
+        return _run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+    return _run(execution.validate_prompt(prompt))
+
+
+def run_prompt(prompt: dict[str, Any]) -> RunResult:
+    """Validate and execute an API-format prompt with the real executor."""
+    import execution
+
+    valid = validate(prompt)
+    if not valid[0]:
+        return RunResult(False, {}, [], f"validation failed: {valid[1]} {valid[3]}")
+    server = _Server()
+    executor = execution.PromptExecutor(server)
+    _run(executor.execute(prompt, str(uuid.uuid4()), {}, valid[2]))
+    error = ""
+    for event, data in server.messages:
+        if event == "execution_error":
+            error = f"{data.get('exception_type')}: {data.get('exception_message')}"
+    outputs = getattr(executor, "history_result", {}).get("outputs", {}) or getattr(executor, "outputs_ui", {})
+    return RunResult(executor.success, outputs, server.messages, error)
+
+
+# ---------------------------------------------------------------- UI workflow -> API prompt
+_WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+
+def _is_widget(spec) -> bool:
+    kind = spec[0]
+    return isinstance(kind, list) or kind in _WIDGET_TYPES
+
+
+def _has_control_widget(name: str, spec) -> bool:
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if "control_after_generate" in options:
+        return bool(options["control_after_generate"])
+    return spec[0] == "INT" and name in ("seed", "noise_seed")
+
+
+def ui_to_api(workflow: dict[str, Any]) -> dict[str, Any]:
+    """Convert a UI-format workflow to an API-format prompt (what the frontend's graphToPrompt does).
+
+    Supports ordinary nodes with widgets and links; virtual nodes (Reroute, PrimitiveNode, Note) and
+    muted/bypassed nodes are refused with a clear error rather than guessed.
+    """
+    import nodes
+
+    links = {link[0]: link for link in workflow.get("links", [])}
+    prompt: dict[str, Any] = {}
+    for node in workflow["nodes"]:
+        kind = node["type"]
+        if kind == "Note" or kind == "MarkdownNote":
+            continue
+        if kind not in nodes.NODE_CLASS_MAPPINGS:
+            raise ValueError(f"workflow node {node['id']} has type {kind!r}, which this ComfyUI does not know")
+        if node.get("mode", 0) != 0:
+            raise ValueError(f"workflow node {node['id']} ({kind}) is muted or bypassed; enable it or remove it")
+        spec = nodes.NODE_CLASS_MAPPINGS[kind].INPUT_TYPES()
+        ordered = list(spec.get("required", {}).items()) + list(spec.get("optional", {}).items())
+        linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
+        values = list(node.get("widgets_values", []))
+        inputs: dict[str, Any] = {}
+        for name, input_spec in ordered:
+            if _is_widget(input_spec):
+                value = values.pop(0) if values else None
+                if _has_control_widget(name, input_spec) and values:
+                    values.pop(0)
+                if isinstance(input_spec[0], list) and input_spec[1:2] and input_spec[1].get("image_upload"):
+                    values.pop(0) if values else None
+                if name not in linked and value is not None:
+                    inputs[name] = value
+            if name in linked:
+                link = links[linked[name]]
+                inputs[name] = [str(link[1]), link[2]]
+        prompt[str(node["id"])] = {"class_type": kind, "inputs": inputs}
+    return prompt
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
