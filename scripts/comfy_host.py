@@ -39,12 +39,26 @@ class Host:
     comfy: str
     pack_module: Any
     pack_name: str
+    workdir: str
+
+    def models(self, kind: str) -> str:
+        return os.path.join(self.workdir, "models", kind)
+
+    def output(self) -> str:
+        return os.path.join(self.workdir, "output")
+
+    def pack(self, module: str) -> Any:
+        """Import a module of the loaded pack, e.g. host.pack("mixofshow_core.concept_init")."""
+        import importlib
+
+        return importlib.import_module(f"{self.pack_name}.{module}")
 
 
 def boot(workdir: str, pack_dir: str = REPO) -> Host:
     """Import ComfyUI once per process, load this pack, and use ``workdir`` for models and outputs."""
     if "host" in _STATE:
         _set_dirs(workdir)
+        _STATE["host"].workdir = workdir
         return _STATE["host"]
     comfy = comfy_path()
     shim = os.environ.get("MOS_TORCHVISION_SHIM")
@@ -74,7 +88,7 @@ def boot(workdir: str, pack_dir: str = REPO) -> Host:
 
     # main.py installs this hook; without it interrupts never fire during sampling
     comfy.utils.set_progress_bar_global_hook(lambda *a, **k: mm.throw_exception_if_processing_interrupted())
-    host = Host(comfy=comfy, pack_module=sys.modules[name], pack_name=name)
+    host = Host(comfy=comfy, pack_module=sys.modules[name], pack_name=name, workdir=workdir)
     _STATE["host"] = host
     return host
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import make_concept
+from support import make_concept
 from mixofshow_core import Concept, ConceptFileError, ConceptWordError, LoRAPair
 
 

@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import make_concept
+from support import make_concept
 from mixofshow_core.errors import ConceptFileError
 from mixofshow_core.files import atomic_write
 from mixofshow_core.formats import kohya, load_concept

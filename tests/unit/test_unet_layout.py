@@ -2,20 +2,9 @@
 import pytest
 
 from mixofshow_core.errors import KeyMappingError
+from support import SD15_TABLE
 from mixofshow_core.unet_layout import UNetLayout, map_unet_modules
 
-# spec §0.1: index -> (diffusers attention block, ComfyUI block id)
-SD15_TABLE = [
-    ("down_blocks.0.attentions.0", ("input", 1)), ("down_blocks.0.attentions.1", ("input", 2)),
-    ("down_blocks.1.attentions.0", ("input", 4)), ("down_blocks.1.attentions.1", ("input", 5)),
-    ("down_blocks.2.attentions.0", ("input", 7)), ("down_blocks.2.attentions.1", ("input", 8)),
-    ("mid_block.attentions.0", ("middle", 0)),
-    ("up_blocks.1.attentions.0", ("output", 3)), ("up_blocks.1.attentions.1", ("output", 4)),
-    ("up_blocks.1.attentions.2", ("output", 5)), ("up_blocks.2.attentions.0", ("output", 6)),
-    ("up_blocks.2.attentions.1", ("output", 7)), ("up_blocks.2.attentions.2", ("output", 8)),
-    ("up_blocks.3.attentions.0", ("output", 9)), ("up_blocks.3.attentions.1", ("output", 10)),
-    ("up_blocks.3.attentions.2", ("output", 11)),
-]
 
 
 def sd15_layout():

@@ -1,0 +1,97 @@
+"""Generated model files for tests and benchmarks (nothing can be downloaded on our machines).
+
+* ``sd15_checkpoint``: a full-size SD1.5-shaped checkpoint (real key layout, UNet 860 M and CLIP-L
+  123 M parameters, TAESD VAE) with seeded random fp16 weights, cached by version.
+* ``official_edlora_checkpoint``: a ``.pth`` laid out exactly as the original Mix-of-Show code saves
+  one (spec §1.9), written from the spec's table, independently of the pack's own code.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from safetensors.torch import save_file
+
+ASSET_VERSION = "sd15-random-v1"
+# spec §0.1: the 16 attention blocks of SD1.5 with their channel width, in layer order
+SD15_ATTENTION_BLOCKS = (
+    [("down_blocks.0.attentions.0", 320), ("down_blocks.0.attentions.1", 320),
+     ("down_blocks.1.attentions.0", 640), ("down_blocks.1.attentions.1", 640),
+     ("down_blocks.2.attentions.0", 1280), ("down_blocks.2.attentions.1", 1280),
+     ("mid_block.attentions.0", 1280)]
+    + [(f"up_blocks.1.attentions.{j}", 1280) for j in range(3)]
+    + [(f"up_blocks.2.attentions.{j}", 640) for j in range(3)]
+    + [(f"up_blocks.3.attentions.{j}", 320) for j in range(3)]
+)
+SD15_UNET = dict(
+    use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False, adm_in_channels=None,
+    in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 4, 4],
+    transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    transformer_depth_middle=1, use_linear_in_transformer=False, context_dim=768,
+    use_temporal_resblock=False, use_temporal_attention=False,
+)
+
+
+def _random_like(shapes: dict[str, torch.Size], seed: int, prefix: str) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in shapes.items():
+        if "norm" in name and name.endswith("weight"):
+            t = torch.ones(shape)
+        elif name.endswith("bias") or "norm" in name or "position_ids" in name:
+            t = torch.zeros(shape)
+        else:
+            t = torch.randn(shape, generator=g) * 0.02
+        out[prefix + name] = t.to(torch.float16)
+    return out
+
+
+def sd15_checkpoint(cache_dir: str, seed: int = 0) -> str:
+    """Path of the full-size random SD1.5-shaped checkpoint, generated once (needs ComfyUI imported)."""
+    path = os.path.join(cache_dir, f"{ASSET_VERSION}-s{seed}.safetensors")
+    if os.path.exists(path):
+        return path
+    import comfy.sd1_clip
+    import comfy.supported_models
+    import comfy.taesd.taesd
+
+    unet = comfy.supported_models.SD15(dict(SD15_UNET)).get_model({}, device="meta")
+    shapes = {k: v.shape for k, v in unet.diffusion_model.state_dict().items()}
+    tensors = _random_like(shapes, seed, "model.diffusion_model.")
+    with torch.inference_mode():
+        clip = comfy.sd1_clip.SDClipModel(device="meta")
+    # real SD1.5 files carry only text_model.* (no projection); the host fills the rest
+    shapes = {k: v.shape for k, v in clip.transformer.state_dict().items() if k.startswith("text_model.")}
+    tensors.update(_random_like(shapes, seed + 1, "cond_stage_model.transformer."))
+    taesd = comfy.taesd.taesd.TAESD()
+    tensors.update(_random_like({k: v.shape for k, v in taesd.state_dict().items()}, seed + 2, "first_stage_model."))
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = path + ".part"
+    save_file(tensors, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def official_edlora_checkpoint(path: str, words=("<potter1>", "<potter2>"), seed: int = 0, layers: int = 16,
+                               width: int = 768, research_keys: bool = False) -> str:
+    """Write a checkpoint with the original code's exact keys and shapes (random values)."""
+    g = torch.Generator().manual_seed(seed)
+    down_end, up_end = ("_lora.down.weight", "_lora.up.weight") if research_keys else (".lora_down.weight",
+                                                                                       ".lora_up.weight")
+    emb = {w: torch.randn(layers, width, generator=g) * 0.3 for w in words}  # (16, 768)
+    text = {}
+    for i in range(12):
+        for p in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            m = f"text_model.encoder.layers.{i}.self_attn.{p}"
+            text[m + down_end] = torch.randn(4, width, generator=g) * 0.02
+            text[m + up_end] = torch.randn(width, 4, generator=g) * 0.02
+    unet = {}
+    for block, channels in SD15_ATTENTION_BLOCKS:
+        for attn in ("attn1", "attn2"):
+            for p in ("to_q", "to_k", "to_v", "to_out.0"):
+                m = f"{block}.transformer_blocks.0.{attn}.{p}"
+                fan_in = width if attn == "attn2" and p in ("to_k", "to_v") else channels
+                unet[m + down_end] = torch.randn(4, fan_in, generator=g) * 0.02
+                unet[m + up_end] = torch.randn(channels, 4, generator=g) * 0.02
+    torch.save({"params": {"new_concept_embedding": emb, "text_encoder": text, "unet": unet}}, path)
+    return path

@@ -1,0 +1,68 @@
+"""Integration tier: the real ComfyUI (COMFYUI_PATH) in-process, with this pack loaded.
+
+Tests run under torch.inference_mode(), as ComfyUI's executor runs nodes. Models are built in code
+(the pack's tiny testbed) or generated as files (full-size SD1.5 shape); nothing is downloaded.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.environ.get("MOS_CACHE", os.path.join(REPO, ".cache"))
+
+
+def pytest_collection_modifyitems(config, items):
+    comfy = os.environ.get("COMFYUI_PATH", "")
+    skip = None
+    if not comfy or not os.path.isfile(os.path.join(comfy, "main.py")):
+        skip = pytest.mark.skip(reason="no ComfyUI: run scripts/run_tests.sh, or set COMFYUI_PATH to a checkout")
+    for item in items:
+        if "/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.comfy)
+            if skip:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def host(tmp_path_factory):
+    import comfy_host
+
+    return comfy_host.boot(str(tmp_path_factory.mktemp("comfy")))
+
+
+@pytest.fixture(autouse=True)
+def _inference_mode():
+    with torch.inference_mode():
+        yield
+
+
+@pytest.fixture(scope="session")
+def cn(host):
+    """ComfyUI's own top-level ``nodes`` module (import it only after the host is booted)."""
+    import importlib
+
+    return importlib.import_module("nodes")
+
+
+@pytest.fixture(scope="session")
+def testbed(host):
+    with torch.inference_mode():
+        return host.pack("nodes.testbed").build_testbed(0)
+
+
+@pytest.fixture(scope="session")
+def sd15(host):
+    """(MODEL, CLIP, VAE, file name) of the full-size random SD1.5-shaped checkpoint."""
+    import nodes
+    import test_assets
+
+    path = test_assets.sd15_checkpoint(os.path.join(CACHE, "test-assets"))
+    link = os.path.join(host.models("checkpoints"), "sd15_random.safetensors")
+    if not os.path.exists(link):
+        os.symlink(path, link)
+    with torch.inference_mode():
+        model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint("sd15_random.safetensors")[:3]
+    return model, clip, vae, "sd15_random.safetensors"
