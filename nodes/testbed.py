@@ -83,3 +83,15 @@ def build_vae(seed: int):
 def build_testbed(seed: int = 0):
     """(MODEL, CLIP, VAE) of the tiny random SD1-architecture checkpoint."""
     return build_model(seed), build_clip(seed), build_vae(seed)
+
+
+def build_controlnet(seed: int):
+    """A ControlNet for the tiny UNet (same layout), as stock ControlNetApplyAdvanced expects."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+
+    config = {k: v for k, v in UNET_CONFIG.items() if k not in ("out_channels", "transformer_depth_output")}
+    control = comfy.cldm.cldm.ControlNet(hint_channels=3, num_heads=-1, num_head_channels=16,
+                                         dtype=torch.float32, **config)
+    return comfy.controlnet.ControlNet(seeded_init(control, seed, std=0.05),
+                                       load_device=comfy.model_management.get_torch_device())

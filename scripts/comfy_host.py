@@ -98,8 +98,12 @@ def _set_dirs(workdir: str) -> None:
 
     models = os.path.join(workdir, "models")
     for kind in ("checkpoints", "loras", "embeddings", "controlnet", "edloras"):
-        os.makedirs(os.path.join(models, kind), exist_ok=True)
-        folder_paths.add_model_folder_path(kind, os.path.join(models, kind))
+        path = os.path.join(models, kind)
+        os.makedirs(path, exist_ok=True)
+        folder_paths.add_model_folder_path(kind, path)
+        paths = folder_paths.folder_names_and_paths[kind][0]
+        paths.remove(path)
+        paths.insert(0, path)  # first: writers (exports, saves) land in the work directory
     for sub, setter in (("output", folder_paths.set_output_directory), ("input", folder_paths.set_input_directory),
                         ("temp", folder_paths.set_temp_directory)):
         os.makedirs(os.path.join(workdir, sub), exist_ok=True)
@@ -150,12 +154,13 @@ def run_prompt(prompt: dict[str, Any]) -> RunResult:
     server = _Server()
     executor = execution.PromptExecutor(server)
     _run(executor.execute(prompt, str(uuid.uuid4()), {}, valid[2]))
+    messages = list(getattr(executor, "status_messages", [])) + server.messages
     error = ""
-    for event, data in server.messages:
+    for event, data in messages:
         if event == "execution_error":
             error = f"{data.get('exception_type')}: {data.get('exception_message')}"
     outputs = getattr(executor, "history_result", {}).get("outputs", {}) or getattr(executor, "outputs_ui", {})
-    return RunResult(executor.success, outputs, server.messages, error)
+    return RunResult(executor.success, outputs, messages, error)
 
 
 # ---------------------------------------------------------------- UI workflow -> API prompt

@@ -51,3 +51,45 @@ def same_context(seen, expected, atol=1e-5):
         return False
     reps = seen.shape[0] // expected.shape[0]
     return torch.allclose(seen.float(), expected.float().repeat(reps, 1), atol=atol)
+
+
+def reference_contexts(host, cn, clip, template, words, layers):
+    """Per-layer reference via ComfyUI's own embedding files and stock CLIPTextEncode.
+
+    ``template`` has one ``{}`` per word in ``words``; returns a list of [T, D] contexts, one per layer.
+    """
+    from safetensors.torch import save_file
+
+    registry = host.pack("nodes.comfy_glue").concept_registry(clip)
+    out = []
+    for layer in range(layers):
+        names = []
+        for word in words:
+            name = f"ref_{word.strip('<>')}_l{layer}"
+            row = registry[word]["embedding"][layer:layer + 1].clone()  # (1, D)
+            save_file({"emb_params": row}, os.path.join(host.models("embeddings"), f"{name}.safetensors"))
+            names.append(f"embedding:{name}")
+        out.append(cn.CLIPTextEncode().encode(clip, template.format(*names))[0][0][0][0])
+    return out
+
+
+def check_recorded(recorder, table, expected_by_kind):
+    """Every recorded row matches one of the contexts allowed for its kind (0 cond, 1 uncond) and layer.
+
+    ``expected_by_kind[kind]`` is a function layer -> list of [T, D] candidates. Returns visited layers.
+    """
+    layers = set()
+    for block, cond_or_uncond, context in recorder.calls:
+        layer = table[block]
+        layers.add(layer)
+        per_chunk = context.shape[0] // len(cond_or_uncond)
+        for chunk, kind in enumerate(cond_or_uncond):
+            for row in context[chunk * per_chunk:(chunk + 1) * per_chunk]:
+                candidates = expected_by_kind[kind](layer)
+                assert any(same_context(row, c, atol=1e-4) for c in candidates), (layer, kind)
+    return layers
+
+
+def layer_table(host, model):
+    sites = host.pack("nodes.comfy_glue").cross_attention_sites(model)
+    return {(s.block[0], s.block[1], s.depth): s.index for s in sites}
