@@ -1,0 +1,117 @@
+"""Write the UI-format example workflows in example_workflows/ from compact descriptions.
+
+Run after changing a node's widgets: `python scripts/build_example_workflows.py`. The files are what
+the frontend saves (nodes with widgets_values, links table, version 0.4), so they load by drag and drop.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_workflows")
+NEGATIVE = ("longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
+            "worst quality, low quality")  # the official Mix-of-Show negative prompt
+
+# type -> (inputs [(name, type)], outputs [(name, type)])
+SLOTS = {
+    "CheckpointLoaderSimple": ([], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+    "EDLoRALoader": ([("model", "MODEL"), ("clip", "CLIP")], [("MODEL", "MODEL"), ("CLIP", "CLIP")]),
+    "EDLoRATextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
+    "EmptyLatentImage": ([], [("LATENT", "LATENT")]),
+    "KSampler": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                  ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
+    "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
+    "SaveImage": ([("images", "IMAGE")], []),
+}
+
+
+def build(nodes: list[dict], title: str) -> dict:
+    """nodes: {id, type, pos, widgets, links: {input_name: (from_id, from_slot)}}."""
+    links, by_id = [], {n["id"]: n for n in nodes}
+    out_links: dict[tuple[int, int], list[int]] = {}
+    ui_nodes = []
+    for n in nodes:
+        inputs = []
+        for name, kind in SLOTS[n["type"]][0]:
+            src = n.get("links", {}).get(name)
+            link_id = None
+            if src is not None:
+                link_id = len(links) + 1
+                links.append([link_id, src[0], src[1], n["id"], len(inputs), kind])
+                out_links.setdefault(src, []).append(link_id)
+            inputs.append({"name": name, "type": kind, "link": link_id})
+        ui_nodes.append({"id": n["id"], "type": n["type"], "pos": n["pos"], "size": n.get("size", [320, 120]),
+                         "flags": {}, "order": 0, "mode": 0, "inputs": inputs,
+                         "properties": {"Node name for S&R": n["type"]}, "widgets_values": n.get("widgets", [])})
+    for u in ui_nodes:
+        u["outputs"] = [{"name": name, "type": kind, "links": out_links.get((u["id"], slot), []), "slot_index": slot}
+                        for slot, (name, kind) in enumerate(SLOTS[u["type"]][1])]
+    order = {nid: i for i, nid in enumerate(_topological(nodes, by_id))}
+    for u in ui_nodes:
+        u["order"] = order[u["id"]]
+    return {"last_node_id": max(by_id), "last_link_id": len(links), "nodes": ui_nodes, "links": links,
+            "groups": [], "config": {}, "extra": {"title": title}, "version": 0.4}
+
+
+def _topological(nodes, by_id):
+    done, seen = [], set()
+
+    def visit(nid):
+        if nid in seen:
+            return
+        seen.add(nid)
+        for src in by_id[nid].get("links", {}).values():
+            visit(src[0])
+        done.append(nid)
+
+    for n in nodes:
+        visit(n["id"])
+    return done
+
+
+def sampling_tail(model_src, clip_src, positive_text, width, height, first_id):
+    i = first_id
+    return [
+        {"id": i, "type": "EDLoRATextEncode", "pos": [900, 80], "size": [400, 160], "widgets": [positive_text],
+         "links": {"clip": clip_src}},
+        {"id": i + 1, "type": "EDLoRATextEncode", "pos": [900, 280], "size": [400, 160], "widgets": [NEGATIVE],
+         "links": {"clip": clip_src}},
+        {"id": i + 2, "type": "EmptyLatentImage", "pos": [900, 480], "widgets": [width, height, 1]},
+        {"id": i + 3, "type": "KSampler", "pos": [1340, 80], "size": [320, 262],
+         "widgets": [0, "fixed", 30, 7.5, "dpmpp_2m", "karras", 1.0],
+         "links": {"model": model_src, "positive": (i, 0), "negative": (i + 1, 0), "latent_image": (i + 2, 0)}},
+        {"id": i + 4, "type": "VAEDecode", "pos": [1700, 80], "links": {"samples": (i + 3, 0), "vae": (1, 2)}},
+        {"id": i + 5, "type": "SaveImage", "pos": [1940, 80], "size": [320, 340], "widgets": ["mixofshow"],
+         "links": {"images": (i + 4, 0)}},
+    ]
+
+
+def single_concept():
+    nodes = [
+        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120], "widgets": ["v1-5-pruned-emaonly.safetensors"]},
+        {"id": 2, "type": "EDLoRALoader", "pos": [440, 120], "size": [380, 130],
+         "widgets": ["potter.safetensors", 0.7, 0.7], "links": {"model": (1, 0), "clip": (1, 1)}},
+    ]
+    nodes += sampling_tail((2, 0), (2, 1), "a <potter1> <potter2> in a forest, walking, best quality", 512, 768, 3)
+    return build(nodes, "ED-LoRA: one concept")
+
+
+def two_concepts():
+    nodes = [
+        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120], "widgets": ["v1-5-pruned-emaonly.safetensors"]},
+        {"id": 2, "type": "EDLoRALoader", "pos": [440, 40], "size": [380, 130],
+         "widgets": ["potter.safetensors", 0.7, 0.7], "links": {"model": (1, 0), "clip": (1, 1)}},
+        {"id": 3, "type": "EDLoRALoader", "pos": [440, 220], "size": [380, 130],
+         "widgets": ["hermione.safetensors", 0.7, 0.7], "links": {"model": (2, 0), "clip": (2, 1)}},
+    ]
+    nodes += sampling_tail((3, 0), (3, 1), "a <potter1> <potter2> and a <hermione1> <hermione2>, in a library",
+                           768, 512, 4)
+    return build(nodes, "ED-LoRA: two concepts chained")
+
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    for name, workflow in (("edlora_single_concept", single_concept()), ("edlora_two_concepts", two_concepts())):
+        with open(os.path.join(OUT, f"{name}.json"), "w") as f:
+            json.dump(workflow, f, indent=2)
+            f.write("\n")

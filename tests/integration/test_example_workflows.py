@@ -1,0 +1,65 @@
+"""The shipped example workflows: well-formed UI JSON, and they run in the real executor.
+
+They run on the generated full-size SD1.5-shaped checkpoint with concept files in the original
+Mix-of-Show .pth layout, at 64x64 and one step.
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import comfy_host
+import test_assets
+
+WORKFLOWS = sorted(glob.glob(os.path.join(comfy_host.REPO, "example_workflows", "*.json")))
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_ui_json_links_are_consistent(path):
+    workflow = _load(path)
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    for link_id, src, src_slot, dst, dst_slot, kind in workflow["links"]:
+        assert link_id in nodes[src]["outputs"][src_slot]["links"]
+        assert nodes[dst]["inputs"][dst_slot]["link"] == link_id
+        assert nodes[src]["outputs"][src_slot]["type"] == nodes[dst]["inputs"][dst_slot]["type"] == kind
+    assert workflow["last_node_id"] == max(nodes) and workflow["last_link_id"] == len(workflow["links"])
+
+
+@pytest.mark.fullsize
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_workflow_runs_with_official_checkpoints(host, sd15, path):
+    prompt = comfy_host.ui_to_api(_load(path))
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "CheckpointLoaderSimple":
+            inputs["ckpt_name"] = sd15[3]
+        elif node["class_type"] == "EDLoRALoader":
+            stem = os.path.splitext(inputs["concept_name"])[0]
+            name = f"{stem}_official.pth"
+            test_assets.official_edlora_checkpoint(os.path.join(host.models("edloras"), name),
+                                                   words=(f"<{stem}1>", f"<{stem}2>"), seed=len(stem))
+            inputs["concept_name"] = name
+        elif node["class_type"] == "EmptyLatentImage":
+            inputs.update(width=64, height=64)
+        elif node["class_type"] == "KSampler":
+            inputs["steps"] = 1
+    result = comfy_host.run_prompt(prompt)
+    assert result.success, result.error
+    images = [i for out in result.outputs.values() for i in out.get("images", [])]
+    assert images and os.path.isfile(os.path.join(host.output(), images[0]["subfolder"], images[0]["filename"]))
+
+
+def test_demo_command_writes_an_image(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "scripts", "demo.py"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert out.returncode == 0, out.stderr[-2000:]
+    images = [line.split("image: ", 1)[1] for line in out.stdout.splitlines() if "image: " in line]
+    assert images and os.path.getsize(images[0]) > 0 and images[0].endswith(".png")
