@@ -1,0 +1,95 @@
+"""Cost of layer-wise prompt encoding against plain CLIPTextEncode, and of the layer patch in sampling.
+
+Full-size SD1.5-shaped checkpoint (random weights, CLIP-L) with an official-layout concept; every
+measurement is the median of interleaved repeats in this one run, reported as a ratio.
+
+    eval "$(scripts/host/provision.sh)"; $MOS_PYTHON benchmarks/bench_layerwise_encoding.py [--repeats 7]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import comfy_host  # noqa: E402
+import test_assets  # noqa: E402
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    work = tempfile.mkdtemp(prefix="mos-bench-")
+    host = comfy_host.boot(work)
+    import nodes
+
+    ckpt = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
+    os.symlink(ckpt, os.path.join(host.models("checkpoints"), "sd15.safetensors"))
+    test_assets.official_edlora_checkpoint(os.path.join(host.models("edloras"), "potter.pth"))
+    concept_nodes = host.pack("nodes.concept_nodes")
+    with torch.inference_mode():
+        model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]
+        model, clip = concept_nodes.EDLoRALoader().load(model, clip, "potter.pth", 1.0, 1.0)
+        concept_text = "a photo of a <potter1> <potter2> walking in a forest, best quality"
+        plain_text = "a photo of a man walking in a forest, best quality"
+        cases = {
+            "CLIPTextEncode (plain prompt)": lambda: nodes.CLIPTextEncode().encode(clip, plain_text),
+            "EDLoRATextEncode (with concept words)": lambda: concept_nodes.EDLoRATextEncode().encode(clip, concept_text),
+            "EDLoRATextEncode (no concept words)": lambda: concept_nodes.EDLoRATextEncode().encode(clip, plain_text),
+        }
+        for fn in cases.values():
+            fn()  # warm-up: weight patching, tokenizer caches
+        times = {name: [] for name in cases}
+        for _ in range(args.repeats):
+            for name, fn in cases.items():
+                times[name].append(timed(fn))
+        base = statistics.median(times["CLIPTextEncode (plain prompt)"])
+        print(f"layer-wise encoding, SD1.5 shape (16 layers, CLIP-L), median of {args.repeats}, CPU threads "
+              f"{torch.get_num_threads()}")
+        for name, values in times.items():
+            med = statistics.median(values)
+            print(f"  {name:40s} {med * 1000:8.1f} ms   ratio {med / base:6.2f}x")
+
+        plain = nodes.CLIPTextEncode().encode(clip, plain_text)[0]
+        packed = concept_nodes.EDLoRATextEncode().encode(clip, concept_text)[0]
+        packed_neg = concept_nodes.EDLoRATextEncode().encode(clip, "lowres")[0]
+        plain_neg = nodes.CLIPTextEncode().encode(clip, "lowres")[0]
+        unpatched = model.clone()
+        unpatched.model_options["transformer_options"]["patches"]["attn2_patch"] = []
+        latent = nodes.EmptyLatentImage().generate(256, 256, 1)[0]
+
+        def sample(m, pos, neg):
+            return lambda: nodes.common_ksampler(m, 0, args.steps, 7.0, "euler", "normal", pos, neg, latent,
+                                                 disable_noise=False)
+
+        runs = {"plain model, plain conds": sample(unpatched, plain, plain_neg),
+                "layer patch, layer-wise conds": sample(model, packed, packed_neg)}
+        for fn in runs.values():
+            fn()
+        stimes = {name: [] for name in runs}
+        for _ in range(max(3, args.repeats // 2)):
+            for name, fn in runs.items():
+                stimes[name].append(timed(fn))
+        base = statistics.median(stimes["plain model, plain conds"])
+        print(f"sampling {args.steps} steps at 256x256 with CFG (cond+uncond batched)")
+        for name, values in stimes.items():
+            med = statistics.median(values)
+            print(f"  {name:40s} {med:8.2f} s    ratio {med / base:6.2f}x")
+
+
+if __name__ == "__main__":
+    main()

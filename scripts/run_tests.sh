@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# All tests: provision the host (venv + pinned ComfyUI, or COMFYUI_PATH), then run every tier.
+# Extra arguments go to pytest, e.g. scripts/run_tests.sh -k parity
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+eval "$(bash "$REPO/scripts/host/provision.sh" 2> >(grep -v '^WARNING: Location' >&2))"
+cd "$REPO"
+echo "[tests] ComfyUI: $COMFYUI_PATH"
+exec "$MOS_PYTHON" -m pytest -c tests/pytest.ini tests "$@"
