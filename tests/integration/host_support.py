@@ -73,7 +73,7 @@ def reference_contexts(host, cn, clip, template, words, layers):
     return out
 
 
-def check_recorded(recorder, table, expected_by_kind):
+def check_recorded(recorder, table, expected_by_kind, atol=1e-4):
     """Every recorded row matches one of the contexts allowed for its kind (0 cond, 1 uncond) and layer.
 
     ``expected_by_kind[kind]`` is a function layer -> list of [T, D] candidates. Returns visited layers.
@@ -86,7 +86,7 @@ def check_recorded(recorder, table, expected_by_kind):
         for chunk, kind in enumerate(cond_or_uncond):
             for row in context[chunk * per_chunk:(chunk + 1) * per_chunk]:
                 candidates = expected_by_kind[kind](layer)
-                assert any(same_context(row, c, atol=1e-4) for c in candidates), (layer, kind)
+                assert any(same_context(row, c, atol=atol) for c in candidates), (layer, kind)
     return layers
 
 

@@ -8,8 +8,7 @@ import os
 
 import pytest
 import torch
-from integration.host_support import record_contexts, same_context
-from safetensors.torch import save_file
+from integration.host_support import check_recorded, record_contexts, reference_contexts
 from support import SD15_TABLE
 
 import test_assets
@@ -38,31 +37,16 @@ def test_every_layer_gets_the_prompt_encoded_with_its_own_row(host, cn, potter):
     encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
     positive = encode.encode(clip, PROMPT.format("<potter1>", "<potter2>"))[0]
     negative = encode.encode(clip, "lowres, bad anatomy")[0]
-    registry = host.pack("nodes.comfy_glue").concept_registry(clip)
-    assert registry["<potter1>"]["embedding"].shape == (16, 768)
-
-    references = []
-    for layer in range(16):
-        for word in ("potter1", "potter2"):
-            row = registry[f"<{word}>"]["embedding"][layer:layer + 1].clone()  # (1, 768)
-            save_file({"emb_params": row}, os.path.join(host.models("embeddings"), f"{word}_l{layer}.safetensors"))
-        text = PROMPT.format(f"embedding:potter1_l{layer}", f"embedding:potter2_l{layer}")
-        references.append(cn.CLIPTextEncode().encode(clip, text)[0][0][0][0])  # (77, 768)
+    assert host.pack("nodes.comfy_glue").concept_registry(clip)["<potter1>"]["embedding"].shape == (16, 768)
+    references = reference_contexts(host, cn, clip, PROMPT, ("<potter1>", "<potter2>"), 16)
     plain_negative = cn.CLIPTextEncode().encode(clip, "lowres, bad anatomy")[0][0][0][0]
 
     recording, recorder = record_contexts(model)
     latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
     cn.common_ksampler(recording, 0, 1, 7.0, "euler", "normal", positive, negative, latent)
 
-    table = {(b[0], b[1], 0): i for i, (_, b) in enumerate(SD15_TABLE)}
-    seen_layers = set()
-    for block, cond_or_uncond, context in recorder.calls:
-        layer = table[block]
-        seen_layers.add(layer)
-        rows_per_chunk = context.shape[0] // len(cond_or_uncond)
-        for chunk, kind in enumerate(cond_or_uncond):
-            for row in context[chunk * rows_per_chunk:(chunk + 1) * rows_per_chunk]:
-                expected = references[layer] if kind == 0 else plain_negative
-                assert same_context(row, expected, atol=2e-4), f"layer {layer}, {'uncond' if kind else 'cond'}"
-    assert seen_layers == set(range(16))
+    table = {(b[0], b[1], 0): i for i, (_, b) in enumerate(SD15_TABLE)}  # the official table, not ours
+    layers = check_recorded(recorder, table, {0: lambda l: [references[l]], 1: lambda l: [plain_negative]},
+                            atol=2e-4)
+    assert layers == set(range(16))
     assert not torch.allclose(references[0], references[15], atol=1e-3)  # rows differ, so the check has teeth
