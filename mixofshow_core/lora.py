@@ -41,5 +41,6 @@ class LoRAPair:
             )
 
     def delta(self, alpha: float) -> torch.Tensor:
-        """Return ``alpha * up @ down`` in fp32, shape (out_features, in_features)."""
-        return alpha * (self.up.float() @ self.down.float())  # (out, in)
+        """Return ``alpha * up @ down`` in fp32 (fp64 if the factors are), shape (out_features, in_features)."""
+        dtype = torch.promote_types(self.up.dtype, torch.float32)
+        return alpha * (self.up.to(dtype) @ self.down.to(dtype))  # (out, in)

@@ -1,0 +1,181 @@
+"""Gradient fusion at the center node (spec §2), solved exactly from streamed Gram statistics.
+
+Per fused linear layer (row convention ``y = x Wᵀ``), concept i brings inputs ``X_i`` [n_i, in] and
+its own weight ``W_i = W₀ + ΔW_i``. The paper's objective
+
+    min_W  Σ_i ‖X_i Wᵀ − X_i W_iᵀ‖²  (+ λ ‖W − W₀‖²  with the ridge option)
+
+has normal equations ``(W − W₀)(G + λI) = Σ_i ΔW_i G_i`` with ``G_i = X_iᵀ X_i``, ``G = Σ_i G_i``. Its
+solution closest to W₀ (what L-BFGS started at W₀ converges to) is
+
+    W* = W₀ + (Σ_i ΔW_i G_i) (G + λI)⁺.
+
+``GramStats`` accumulates ``G`` and ``C = Σ_i ΔW_i G_i`` while features stream past (no feature
+storage: memory does not grow with the number of concepts or rows). Modules that read the same input
+(e.g. attn1 to_q/to_k/to_v) share one Gram matrix. ``lbfgs_fuse`` is the paper's per-layer L-BFGS on
+stored features (reference mode) and ``average_deltas`` the weight-averaging baseline.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .lora import LoRAPair
+
+
+@dataclass(frozen=True)
+class ScaledLoRA:
+    """A concept's delta for one layer in factored form: ``alpha * up @ down``."""
+
+    pair: LoRAPair
+    alpha: float
+
+    def dense(self) -> torch.Tensor:
+        return self.pair.delta(self.alpha)  # (out, in)
+
+    def times(self, gram: torch.Tensor) -> torch.Tensor:
+        """``ΔW @ gram`` using the low rank: (out, r) @ ((r, in) @ (in, in))."""
+        up = self.pair.up.to(gram)
+        down = self.pair.down.to(gram)
+        return self.alpha * (up @ (down @ gram))  # (out, in)
+
+
+Delta = ScaledLoRA | torch.Tensor
+
+
+def dense(delta: Delta) -> torch.Tensor:
+    return delta.dense() if isinstance(delta, ScaledLoRA) else delta
+
+
+@dataclass
+class GramStats:
+    """Streaming statistics of the modules that share one input.
+
+    Attributes:
+        in_features: width of the shared input.
+        out_features: module name -> its output width.
+        gram: Σ_i w_i X_iᵀ X_i, [in, in].
+        cross: module name -> Σ_i w_i ΔW_i X_iᵀ X_i, [out, in].
+        rows: number of feature rows seen.
+    """
+
+    in_features: int
+    out_features: dict[str, int]
+    dtype: torch.dtype = torch.float64
+    device: torch.device | str = "cpu"
+    gram: torch.Tensor = field(init=False)
+    cross: dict[str, torch.Tensor] = field(init=False)
+    rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.gram = torch.zeros(self.in_features, self.in_features, dtype=self.dtype, device=self.device)
+        self.cross = {m: torch.zeros(o, self.in_features, dtype=self.dtype, device=self.device)
+                      for m, o in self.out_features.items()}
+
+    def add(self, x: torch.Tensor, deltas: Mapping[str, Delta | None], weight: float = 1.0) -> None:
+        """Fold in features ``x`` [..., in] of one concept whose deltas are ``deltas`` (missing = 0)."""
+        rows = x.reshape(-1, self.in_features).to(device=self.device, dtype=self.dtype)  # (n, in)
+        g = rows.T @ rows  # (in, in)
+        self.gram += weight * g
+        self.rows += rows.shape[0]
+        for module, delta in deltas.items():
+            if delta is None:
+                continue
+            if isinstance(delta, ScaledLoRA):
+                self.cross[module] += weight * delta.times(g)
+            else:
+                self.cross[module] += weight * (delta.to(g) @ g)
+
+    def merge(self, other: "GramStats") -> None:
+        """Add another accumulator's statistics (e.g. from another worker or batch)."""
+        self.gram += other.gram.to(self.gram)
+        self.rows += other.rows
+        for module, c in other.cross.items():
+            self.cross[module] += c.to(self.gram)
+
+    def solve(self, ridge: float = 0.0, rtol: float = 1e-10,
+              out_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """Fused deltas ``W* − W₀`` per module, [out, in] in ``out_dtype``.
+
+        Args:
+            ridge: λ as a fraction of the mean Gram eigenvalue (tr(G)/in); 0 = the exact
+                minimum-change solution.
+            rtol: eigenvalues below rtol·max are treated as zero in the pseudo-inverse.
+        """
+        g = self.gram
+        if ridge > 0:
+            g = g + ridge * torch.trace(g) / self.in_features * torch.eye(self.in_features, dtype=g.dtype,
+                                                                              device=g.device)
+        pinv = torch.linalg.pinv(g, hermitian=True, rtol=rtol)  # (in, in)
+        return {module: (c @ pinv).to(out_dtype) for module, c in self.cross.items()}
+
+
+def average_deltas(deltas: Sequence[Delta | None], out_features: int, in_features: int) -> torch.Tensor:
+    """The weight-fusion baseline (spec §2.6): ``Σ_i ΔW_i / n`` with missing deltas counted as 0."""
+    total = torch.zeros(out_features, in_features)
+    for delta in deltas:
+        if delta is not None:
+            total += dense(delta).float()
+    return total / max(len(deltas), 1)
+
+
+def lbfgs_fuse(
+    w0: torch.Tensor,
+    features: Sequence[torch.Tensor],
+    deltas: Sequence[Delta | None],
+    iters: int,
+    chunk_rows: int = 5000,
+    on_eval: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """The paper's per-layer solver (spec §2.2) on stored features; returns the fused weight [out, in].
+
+    Loss ``mse(K Wᵀ, V)`` over all concepts' rows, ``torch.optim.LBFGS(lr=1, max_iter=iters,
+    history_size=25, line_search_fn="strong_wolfe", tolerances 1e-16)`` started at W₀, keeping the best W.
+    """
+    w0 = w0.float()
+    inputs = [x.reshape(-1, w0.shape[1]).float() for x in features]
+    targets = [x @ (w0 + (dense(d).float() if d is not None else 0)).T for x, d in zip(inputs, deltas)]
+    total = sum(t.numel() for t in targets)
+    weight = w0.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([weight], lr=1, max_iter=iters, history_size=25, line_search_fn="strong_wolfe",
+                                  tolerance_grad=1e-16, tolerance_change=1e-16)
+    best = {"loss": float("inf"), "w": w0.clone()}
+
+    def closure():
+        if on_eval is not None:
+            on_eval()
+        optimizer.zero_grad()
+        loss = torch.zeros((), dtype=torch.float32)
+        for x, y in zip(inputs, targets):
+            for start in range(0, x.shape[0], chunk_rows):
+                part = x[start:start + chunk_rows] @ weight.T - y[start:start + chunk_rows]  # (rows, out)
+                loss = loss + (part ** 2).sum()
+        loss = loss / total
+        loss.backward()
+        if loss.item() < best["loss"]:
+            best["loss"], best["w"] = loss.item(), weight.detach().clone()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return best["w"]
+
+
+def objective(delta: torch.Tensor, features: Sequence[torch.Tensor], deltas: Sequence[Delta | None]) -> float:
+    """Σ_i ‖X_i (Δ − ΔW_i)ᵀ‖² for a fused delta Δ [out, in] (what every solver minimises)."""
+    total = 0.0
+    for x, d in zip(features, deltas):
+        x2 = x.reshape(-1, delta.shape[1]).double()
+        diff = delta.double() - (dense(d).double() if d is not None else 0)
+        total += float(((x2 @ diff.T) ** 2).sum())
+    return total
+
+
+def relative_output_error(w0: torch.Tensor, fused_delta: torch.Tensor, x: torch.Tensor, delta: Delta | None) -> float:
+    """‖X(W₀+Δ)ᵀ − X W_iᵀ‖ / ‖X W_iᵀ‖: how far the fused layer is from concept i's own on its inputs."""
+    x2 = x.reshape(-1, w0.shape[1]).double()
+    own = w0.double() + (dense(delta).double() if delta is not None else 0)
+    fused = w0.double() + fused_delta.double()
+    return float(torch.linalg.norm(x2 @ (fused - own).T) / torch.linalg.norm(x2 @ own.T))
