@@ -36,6 +36,7 @@ class Concept:
         alpha: delta scale as in the official code (alpha, not alpha/rank).
         name: display name (defaults to the words joined by a space).
         base_family: "sd1", "sd2", "sdxl"; derived from the text width when not given.
+        word_groups: which words form one concept (a fused bundle holds several); default [words].
     """
 
     words: list[str]
@@ -45,6 +46,7 @@ class Concept:
     alpha: float = 1.0
     name: str = ""
     base_family: str = ""
+    word_groups: list[list[str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.words:
@@ -72,6 +74,11 @@ class Concept:
             pair.check(name)
         if not self.name:
             self.name = " ".join(self.words)
+        if not self.word_groups:
+            self.word_groups = [list(self.words)]
+        grouped = [w for g in self.word_groups for w in g]
+        if sorted(grouped) != sorted(self.words):
+            raise ConceptFileError(f"word_groups {self.word_groups} must cover the words {self.words} exactly once.")
         if not self.base_family:
             self.base_family = family_for_text_width(self.text_width)
 

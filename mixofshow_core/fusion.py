@@ -58,6 +58,7 @@ class GramStats:
         out_features: module name -> its output width.
         gram: Σ_i w_i X_iᵀ X_i, [in, in].
         cross: module name -> Σ_i w_i ΔW_i X_iᵀ X_i, [out, in].
+        energy: module name -> Σ_i w_i ‖X_i ΔW_iᵀ‖² (scalar), for the objective value.
         rows: number of feature rows seen.
     """
 
@@ -67,12 +68,14 @@ class GramStats:
     device: torch.device | str = "cpu"
     gram: torch.Tensor = field(init=False)
     cross: dict[str, torch.Tensor] = field(init=False)
+    energy: dict[str, torch.Tensor] = field(init=False)
     rows: int = 0
 
     def __post_init__(self) -> None:
         self.gram = torch.zeros(self.in_features, self.in_features, dtype=self.dtype, device=self.device)
         self.cross = {m: torch.zeros(o, self.in_features, dtype=self.dtype, device=self.device)
                       for m, o in self.out_features.items()}
+        self.energy = {m: torch.zeros((), dtype=self.dtype, device=self.device) for m in self.out_features}
 
     def add(self, x: torch.Tensor, deltas: Mapping[str, Delta | None], weight: float = 1.0) -> None:
         """Fold in features ``x`` [..., in] of one concept whose deltas are ``deltas`` (missing = 0)."""
@@ -85,8 +88,11 @@ class GramStats:
                 continue
             if isinstance(delta, ScaledLoRA):
                 self.cross[module] += weight * delta.times(g)
+                low = rows @ delta.pair.down.to(g).T  # (n, r)
+                self.energy[module] += weight * delta.alpha ** 2 * ((low @ delta.pair.up.to(g).T) ** 2).sum()
             else:
                 self.cross[module] += weight * (delta.to(g) @ g)
+                self.energy[module] += weight * ((rows @ delta.to(g).T) ** 2).sum()
 
     def merge(self, other: "GramStats") -> None:
         """Add another accumulator's statistics (e.g. from another worker or batch)."""
@@ -94,6 +100,7 @@ class GramStats:
         self.rows += other.rows
         for module, c in other.cross.items():
             self.cross[module] += c.to(self.gram)
+            self.energy[module] += other.energy[module].to(self.gram)
 
     def solve(self, ridge: float = 0.0, rtol: float = 1e-10,
               out_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
@@ -110,6 +117,15 @@ class GramStats:
                                                                               device=g.device)
         pinv = torch.linalg.pinv(g, hermitian=True, rtol=rtol)  # (in, in)
         return {module: (c @ pinv).to(out_dtype) for module, c in self.cross.items()}
+
+
+    def relative_residual(self, module: str, delta: torch.Tensor) -> float:
+        """Objective Σ_i ‖X_i (Δ − ΔW_i)ᵀ‖² of a fused delta, relative to Σ_i ‖X_i ΔW_iᵀ‖² (0 = every
+        concept's layer reproduced exactly on its features; 1 = as bad as keeping W₀)."""
+        d = delta.to(self.gram)
+        value = (d @ self.gram * d).sum() - 2 * (d * self.cross[module]).sum() + self.energy[module]
+        energy = float(self.energy[module])
+        return max(float(value), 0.0) / energy if energy > 0 else 0.0
 
 
 def average_deltas(deltas: Sequence[Delta | None], out_features: int, in_features: int) -> torch.Tensor:
@@ -134,31 +150,31 @@ def lbfgs_fuse(
     Loss ``mse(K Wᵀ, V)`` over all concepts' rows, ``torch.optim.LBFGS(lr=1, max_iter=iters,
     history_size=25, line_search_fn="strong_wolfe", tolerances 1e-16)`` started at W₀, keeping the best W.
     """
-    w0 = w0.float()
-    inputs = [x.reshape(-1, w0.shape[1]).float() for x in features]
-    targets = [x @ (w0 + (dense(d).float() if d is not None else 0)).T for x, d in zip(inputs, deltas)]
-    total = sum(t.numel() for t in targets)
-    weight = w0.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([weight], lr=1, max_iter=iters, history_size=25, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-16, tolerance_change=1e-16)
-    best = {"loss": float("inf"), "w": w0.clone()}
+    with torch.inference_mode(False), torch.enable_grad():  # hosts run nodes in inference mode
+        w0 = w0.float().clone()
+        inputs = [x.reshape(-1, w0.shape[1]).float().clone() for x in features]
+        targets = [x @ (w0 + (dense(d).float().clone() if d is not None else 0)).T for x, d in zip(inputs, deltas)]
+        total = sum(t.numel() for t in targets)
+        weight = w0.clone().requires_grad_(True)
+        optimizer = torch.optim.LBFGS([weight], lr=1, max_iter=iters, history_size=25,
+                                      line_search_fn="strong_wolfe", tolerance_grad=1e-16, tolerance_change=1e-16)
+        best = {"loss": float("inf"), "w": w0.clone()}
 
-    def closure():
-        if on_eval is not None:
-            on_eval()
-        optimizer.zero_grad()
-        loss = torch.zeros((), dtype=torch.float32)
-        for x, y in zip(inputs, targets):
-            for start in range(0, x.shape[0], chunk_rows):
-                part = x[start:start + chunk_rows] @ weight.T - y[start:start + chunk_rows]  # (rows, out)
-                loss = loss + (part ** 2).sum()
-        loss = loss / total
-        loss.backward()
-        if loss.item() < best["loss"]:
-            best["loss"], best["w"] = loss.item(), weight.detach().clone()
-        return loss
+        def closure():
+            if on_eval is not None:
+                on_eval()
+            optimizer.zero_grad()
+            loss = torch.zeros((), dtype=torch.float32)
+            for x, y in zip(inputs, targets):
+                for start in range(0, x.shape[0], chunk_rows):
+                    part = x[start:start + chunk_rows] @ weight.T - y[start:start + chunk_rows]  # (rows, out)
+                    loss = loss + (part ** 2).sum()
+            loss = loss / total
+            loss.backward()
+            if loss.item() < best["loss"]:
+                best["loss"], best["w"] = loss.item(), weight.detach().clone()
+            return loss
 
-    with torch.enable_grad():
         optimizer.step(closure)
     return best["w"]
 

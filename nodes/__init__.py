@@ -1,8 +1,9 @@
 """ComfyUI nodes of the Mix-of-Show pack: thin adapters over mixofshow_core."""
-from . import concept_nodes, testbed_nodes
+from . import concept_nodes, fusion_nodes, testbed_nodes
 from .paths import register_folders
 
 register_folders()
 
-NODE_CLASS_MAPPINGS = {**concept_nodes.NODE_CLASS_MAPPINGS, **testbed_nodes.NODE_CLASS_MAPPINGS}
-NODE_DISPLAY_NAME_MAPPINGS = {**concept_nodes.NODE_DISPLAY_NAME_MAPPINGS, **testbed_nodes.NODE_DISPLAY_NAME_MAPPINGS}
+_MODULES = (concept_nodes, fusion_nodes, testbed_nodes)
+NODE_CLASS_MAPPINGS = {k: v for m in _MODULES for k, v in m.NODE_CLASS_MAPPINGS.items()}
+NODE_DISPLAY_NAME_MAPPINGS = {k: v for m in _MODULES for k, v in m.NODE_DISPLAY_NAME_MAPPINGS.items()}

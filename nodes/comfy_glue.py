@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from typing import Any
 
 import comfy.lora
@@ -30,7 +31,8 @@ from ..mixofshow_core.words import find_words, substitute
 
 logger = logging.getLogger(__name__)
 
-REGISTRY_KEY = "mixofshow.concepts"
+REGISTRY_KEY = "mixofshow.concepts"  # on CLIP: word -> embedding rows and origin
+LOADED_KEY = "mixofshow.loaded_concepts"  # on MODEL: concepts applied by EDLoRALoader, with their patch slots
 _TRANSFORMER_PATH = re.compile(r"^(?:(?:input_blocks|output_blocks)\.\d+|middle_block)\.\d+\.transformer_blocks\.\d+$")
 # Candidate stand-in words for concept words during tokenization; each must be one CLIP token.
 _SENTINELS = ("qqq", "zzz", "xxx", "vvv", "jjj", "kkk", "ppp", "www", "yyy", "bbb", "fff", "hhh")
@@ -137,7 +139,7 @@ def with_layer_patch(model: Any) -> Any:
 
 # ---------------------------------------------------------------- concept registry on CLIP
 def concept_registry(clip: Any) -> dict[str, dict[str, Any]]:
-    """word -> {"embedding": [L, D], "concept": name, "source": file} of the concepts loaded on ``clip``."""
+    """word -> {"embedding": [L, D], "concept", "source", "group": words of its concept} on ``clip``."""
     return dict(clip.patcher.model_options.get(REGISTRY_KEY, {}))
 
 
@@ -148,14 +150,15 @@ def register_words(clip: Any, concept: Concept, layers: int, source: str) -> Non
     if taken:
         raise ConceptWordError(
             f"Concept {source} uses word(s) {sorted(taken)} already used by loaded concept(s) "
-            f"{sorted(set(taken.values()))}. Two concepts cannot share a word: rename one (retrain or "
-            "re-export it with other words), or fuse them with GradientFusion, which renames safely."
+            f"{sorted(set(taken.values()))}. Two concepts cannot share a word: give one of them new words with "
+            "'ED-LoRA Export' (format 'ED-LoRA safetensors', words input) and load the renamed file."
         )
     for word in concept.words:
         rows = concept.embeddings[word].float()
         if rows.shape[0] == 1:  # vanilla-LoRA checkpoints: one row used by every layer
             rows = rows.expand(layers, -1).clone()
-        registry[word] = {"embedding": rows, "concept": concept.name, "source": source}
+        group = next((g for g in concept.word_groups if word in g), concept.words)
+        registry[word] = {"embedding": rows, "concept": concept.name, "source": source, "group": list(group)}
     clip.patcher.model_options[REGISTRY_KEY] = registry
 
 
@@ -179,7 +182,7 @@ def _check_lora_keys(model: Any, clip: Any, concept: Concept, layout: UNetLayout
 
 
 def apply_concept(model: Any, clip: Any, concept: Concept, strength_model: float, strength_clip: float,
-                  source: str) -> tuple[Any, Any]:
+                  source: str, path: str = "") -> tuple[Any, Any]:
     """Return (MODEL, CLIP) clones with the concept's LoRA merged as patches and its words usable."""
     layout = unet_layout(model)
     sites = cross_attention_sites(model)
@@ -190,6 +193,8 @@ def apply_concept(model: Any, clip: Any, concept: Concept, strength_model: float
             "connect the MODEL and CLIP of the same checkpoint."
         )
     check_concept_fits(concept, len(sites), width, source)
+    before_model = {k: len(v) for k, v in model.patches.items()}
+    before_clip = {k: len(v) for k, v in clip.patcher.patches.items()}
     if concept.text_lora or concept.unet_lora:
         _check_lora_keys(model, clip, concept, layout)
         model, clip = comfy.sd.load_lora_for_models(
@@ -197,7 +202,38 @@ def apply_concept(model: Any, clip: Any, concept: Concept, strength_model: float
         )
     clip = clip.clone()
     register_words(clip, concept, len(sites), source)
-    return with_layer_patch(model), clip
+    model = with_layer_patch(model)
+    entry = {"name": concept.name, "source": source, "path": path, "strength_model": strength_model,
+             "strength_clip": strength_clip, "model_slots": _new_slots(model.patches, before_model),
+             "clip_slots": _new_slots(clip.patcher.patches, before_clip)}
+    model.model_options[LOADED_KEY] = list(model.model_options.get(LOADED_KEY, [])) + [entry]
+    return model, clip
+
+
+def _new_slots(patches: dict[str, list], before: dict[str, int]) -> dict[str, int]:
+    """Index of the patch entry just appended for every key whose list grew."""
+    return {k: len(v) - 1 for k, v in patches.items() if len(v) > before.get(k, 0)}
+
+
+def loaded_concepts(model: Any) -> list[dict[str, Any]]:
+    """Concepts applied to ``model`` by EDLoRALoader, oldest first."""
+    return list(model.model_options.get(LOADED_KEY, []))
+
+
+def without_loaded_concepts(model: Any, clip: Any) -> tuple[Any, Any]:
+    """Clones of (model, clip) with every EDLoRALoader LoRA patch and word removed; other patches stay."""
+    model, clip = model.clone(), clip.clone()
+    for entry in reversed(loaded_concepts(model)):
+        for patcher, slots in ((model, entry["model_slots"]), (clip.patcher, entry["clip_slots"])):
+            for key, index in slots.items():
+                patcher.patches[key] = [p for i, p in enumerate(patcher.patches[key]) if i != index]
+                if not patcher.patches[key]:
+                    del patcher.patches[key]
+    model.model_options[LOADED_KEY] = []
+    clip.patcher.model_options[REGISTRY_KEY] = {}
+    model.patches_uuid = uuid.uuid4()
+    clip.patcher.patches_uuid = uuid.uuid4()
+    return model, clip
 
 
 # ---------------------------------------------------------------- layer-wise prompt encoding
@@ -225,34 +261,52 @@ def _pick_sentinels(clip: Any, text: str, count: int) -> dict[str, int]:
     return picked
 
 
+def layer_contexts(clip: Any, text: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Encode ``text`` once per layer: (contexts [L, T, D], pooled [1, P], concept-token positions).
+
+    Positions index T and list every concept-word token followed by the first end token, as the
+    official K/V fusion uses them (spec §2.1 step 5). Needs at least one concept on ``clip``.
+    """
+    registry = concept_registry(clip)
+    layers = next(iter(registry.values()))["embedding"].shape[0]
+    words = list(dict.fromkeys(find_words(text, registry)))
+    if not words:
+        cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+        return cond[0].unsqueeze(0).expand(layers, -1, -1), pooled, []
+    sentinels = _pick_sentinels(clip, text, len(words))
+    stand_in = dict(zip(words, sentinels))
+    token_word = {token: word for word, token in zip(words, sentinels.values())}
+    chunks = clip.tokenize(substitute(text, stand_in))["l"]
+    per_layer = []
+    for layer in range(layers):
+        for chunk in chunks:
+            per_layer.append([
+                (registry[token_word[t[0]]]["embedding"][layer], *t[1:])
+                if isinstance(t[0], int) and t[0] in token_word else t
+                for t in chunk
+            ])
+    cond, pooled = clip.encode_from_tokens({"l": per_layer}, return_pooled=True)  # (1, L*T, D)
+    tokens = cond.shape[1] // layers
+    contexts = cond.reshape(layers, tokens, cond.shape[2])  # (L, T, D)
+    width = len(chunks[0])
+    positions = [c * width + j for c, chunk in enumerate(chunks) for j, t in enumerate(chunk)
+                 if isinstance(t[0], int) and t[0] in token_word]
+    end = clip.tokenizer.clip_l.end_token
+    eos = next((j for j, t in enumerate(chunks[-1]) if j > 0 and t[0] == end), None)
+    if eos is not None:
+        positions.append((len(chunks) - 1) * width + eos)
+    return contexts, pooled, positions
+
+
 def encode_layerwise(clip: Any, text: str) -> list[list[Any]]:
     """CONDITIONING for ``text`` where every loaded concept word uses its per-layer embedding."""
     registry = concept_registry(clip)
     if not registry:
         cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
         return [[cond, {"pooled_output": pooled}]]
-    layers = next(iter(registry.values()))["embedding"].shape[0]
-    words = list(dict.fromkeys(find_words(text, registry)))
-    if not words:
-        cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
-        packed = layer_context.tile_plain(cond, layers)  # (1, T*L, D)
-    else:
-        sentinels = _pick_sentinels(clip, text, len(words))
-        stand_in = dict(zip(words, sentinels))
-        token_word = {token: word for word, token in zip(words, sentinels.values())}
-        chunks = clip.tokenize(substitute(text, stand_in))["l"]
-        per_layer = []
-        for layer in range(layers):
-            for chunk in chunks:
-                per_layer.append([
-                    (registry[token_word[t[0]]]["embedding"][layer], *t[1:])
-                    if isinstance(t[0], int) and t[0] in token_word else t
-                    for t in chunk
-                ])
-        cond, pooled = clip.encode_from_tokens({"l": per_layer}, return_pooled=True)  # (1, L*T, D)
-        tokens = cond.shape[1] // layers
-        contexts = cond.reshape(1, layers, tokens, cond.shape[2]).permute(1, 0, 2, 3)  # (L, 1, T, D)
-        packed = layer_context.pack_layers(contexts)  # (1, T*L, D)
+    contexts, pooled, _ = layer_contexts(clip, text)
+    layers = contexts.shape[0]
+    packed = layer_context.pack_layers(contexts.unsqueeze(1))  # (1, T*L, D)
     extras = {
         "pooled_output": pooled,
         "cross_attn_controlnet": layer_context.mean_over_layers(packed, layers),  # (1, T, D)
@@ -274,23 +328,13 @@ def prompt_warnings(clip: Any, text: str) -> list[str]:
             f"prompt has {unknown} which no loaded concept defines (loaded words: {sorted(registry) or 'none'}); "
             "they are encoded as plain text. Check the spelling or load the concept with EDLoRALoader."
         )
-    by_concept: dict[str, list[str]] = {}
-    for word, entry in registry.items():
-        by_concept.setdefault(entry["concept"], []).append(word)
-    for name, concept_words in by_concept.items():
-        used = [w for w in concept_words if w in found]
-        if used and len(used) < len(concept_words):
-            missing = [w for w in concept_words if w not in found]
-            notes.append(f"concept '{name}' is used without {missing}; write all its words, e.g. '{' '.join(concept_words)}'.")
+    groups = {tuple(entry.get("group", [word])) for word, entry in registry.items()}
+    for group in sorted(groups):
+        used = [w for w in group if w in found]
+        if used and len(used) < len(group):
+            missing = [w for w in group if w not in found]
+            notes.append(f"concept '{' '.join(group)}' is used without {missing}; write all its words.")
     return notes
-
-
-def layerwise_condition_info(conditioning: list[list[Any]]) -> int | None:
-    """Number of packed layers of the first conditioning entry, or None for plain conditioning."""
-    if not conditioning:
-        return None
-    value = conditioning[0][1].get("mixofshow_layers")
-    return int(value) if value is not None else None
 
 
 def embedding_table(clip: Any) -> torch.Tensor:

@@ -56,7 +56,8 @@ class EDLoRALoader:
     def load(self, model, clip, concept_name, strength_model, strength_clip):
         path = paths.concept_path(concept_name)
         concept = load_concept(path)
-        return comfy_glue.apply_concept(model, clip, concept, strength_model, strength_clip, source=concept_name)
+        return comfy_glue.apply_concept(model, clip, concept, strength_model, strength_clip, source=concept_name,
+                                        path=path)
 
 
 class EDLoRATextEncode:

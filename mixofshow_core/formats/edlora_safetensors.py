@@ -8,7 +8,8 @@ Tensors:
     unet.<module>.lora_up.weight           [out, r]
 Metadata (strings): mixofshow.format = "edlora", mixofshow.format_version = "1",
 mixofshow.base_family, mixofshow.layer_count, mixofshow.text_width, mixofshow.words (JSON list),
-mixofshow.rank, mixofshow.alpha, mixofshow.name.
+mixofshow.rank, mixofshow.alpha, mixofshow.name, mixofshow.word_groups (JSON list of word lists;
+several groups = a bundle of fused concepts).
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
         "mixofshow.rank": str(concept.rank),
         "mixofshow.alpha": repr(float(concept.alpha)),
         "mixofshow.name": concept.name,
+        "mixofshow.word_groups": json.dumps(concept.word_groups),
     }
     return save_safetensors_atomic(tensors, path, metadata)
 
@@ -93,6 +95,7 @@ def _from_tensors(path: Path, meta: dict[str, str], tensors: dict[str, torch.Ten
     try:
         words = json.loads(meta["mixofshow.words"])
         alpha = float(meta.get("mixofshow.alpha", "1.0"))
+        groups = json.loads(meta.get("mixofshow.word_groups", "[]"))
     except (KeyError, ValueError) as err:
         raise ConceptFileError(f"{path.name}: metadata 'mixofshow.words' or 'mixofshow.alpha' is malformed.") from err
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
@@ -124,6 +127,7 @@ def _from_tensors(path: Path, meta: dict[str, str], tensors: dict[str, torch.Ten
         alpha=alpha,
         name=meta.get("mixofshow.name", ""),
         base_family=meta.get("mixofshow.base_family", ""),
+        word_groups=groups,
     )
     for key, value in (("mixofshow.layer_count", concept.layer_count), ("mixofshow.text_width", concept.text_width)):
         if _meta_int(path, meta, key) != value:

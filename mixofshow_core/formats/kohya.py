@@ -53,3 +53,13 @@ def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
         "mixofshow.words": " ".join(concept.words),
     }
     return save_safetensors_atomic(state_dict(concept), path, metadata)
+
+
+def write_diff(text: dict[str, torch.Tensor], unet: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> Path:
+    """Save full weight changes (e.g. a fusion result) as a LoRA file with exact ``.diff`` keys.
+
+    ``text`` / ``unet`` map diffusers module names to [out, in] deltas; loaders add ``strength · diff``.
+    """
+    tensors = {f"{lora_name(TEXT_PREFIX, m)}.diff": d for m, d in text.items()}
+    tensors.update({f"{lora_name(UNET_PREFIX, m)}.diff": d for m, d in unet.items()})
+    return save_safetensors_atomic(tensors, path, {"mixofshow.kind": "fused_diff"})

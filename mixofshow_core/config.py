@@ -1,0 +1,51 @@
+"""Configuration dataclasses; node inputs take their defaults from here (one source of truth)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FUSION_MODES = ("closed_form", "lbfgs", "average")
+
+
+@dataclass
+class FusionConfig:
+    """Gradient fusion settings (spec §2).
+
+    Attributes:
+        mode: "closed_form" (exact, from Gram statistics), "lbfgs" (the paper's solver on stored
+            features; memory grows with concepts and resolution) or "average" (weight fusion baseline).
+        text_iters: L-BFGS iterations for text-encoder layers (paper: 500).
+        kv_iters: L-BFGS iterations for cross-attention K/V (official code: 500).
+        spatial_iters: L-BFGS iterations for the other UNet attention layers (paper: 50).
+        ridge: Tikhonov weight λ as a fraction of tr(G)/d. 0 = the exact minimum-change solution, which
+            can extrapolate wildly along directions the features barely cover (ill-conditioned G); the
+            default 1e-4 keeps those at W₀, as the paper's finite L-BFGS from W₀ implicitly does.
+        steps: sampling steps whose UNet features are collected per concept (paper: 20).
+        resolution: image side in pixels for feature collection (paper: 512).
+        seed: seed of the feature-collection sampling noise (deterministic fusion).
+        accumulate_fp64: accumulate Gram statistics in float64 (else float32, half the memory).
+    """
+
+    mode: str = "closed_form"
+    text_iters: int = 500
+    kv_iters: int = 500
+    spatial_iters: int = 50
+    ridge: float = 1e-4
+    steps: int = 20
+    resolution: int = 512
+    seed: int = 0
+    accumulate_fp64: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in FUSION_MODES:
+            raise ValueError(f"FusionConfig.mode must be one of {FUSION_MODES}, found {self.mode!r}.")
+        if self.resolution < 64 or self.resolution % 8:
+            raise ValueError(f"FusionConfig.resolution must be a multiple of 8 and >= 64, found {self.resolution}.")
+        if self.steps < 1:
+            raise ValueError(f"FusionConfig.steps must be >= 1, found {self.steps}.")
+        if self.ridge < 0:
+            raise ValueError(f"FusionConfig.ridge must be >= 0, found {self.ridge}.")
+
+
+# The official fusion prompts (spec §2.1): every concept is encoded with these, words filled in.
+FUSION_TEXT_TEMPLATES = ("photo of a {}", "{}")
+FUSION_SAMPLE_TEMPLATE = "photo of a {}"
