@@ -111,13 +111,20 @@ class GramStats:
                 minimum-change solution.
             rtol: eigenvalues below rtol·max are treated as zero in the pseudo-inverse.
         """
-        g = self.gram
-        if ridge > 0:
-            g = g + ridge * torch.trace(g) / self.in_features * torch.eye(self.in_features, dtype=g.dtype,
-                                                                              device=g.device)
-        pinv = torch.linalg.pinv(g, hermitian=True, rtol=rtol)  # (in, in)
-        return {module: (c @ pinv).to(out_dtype) for module, c in self.cross.items()}
-
+        names = list(self.cross)
+        stacked = torch.cat([self.cross[m] for m in names])  # (Σ out, in)
+        if ridge > 0:  # G + λI is positive definite: Cholesky, ~20x cheaper than an eigendecomposition
+            scale = ridge * torch.trace(self.gram) / self.in_features
+            eye = torch.eye(self.in_features, dtype=self.gram.dtype, device=self.gram.device)
+            factor, info = torch.linalg.cholesky_ex(self.gram + scale * eye)
+            if int(info) == 0:
+                solved = torch.cholesky_solve(stacked.T, factor).T  # C (G + λI)⁻¹
+            else:  # all-zero statistics (nothing seen) or numerically indefinite
+                solved = stacked @ torch.linalg.pinv(self.gram + scale * eye, hermitian=True, rtol=rtol)
+        else:
+            solved = stacked @ torch.linalg.pinv(self.gram, hermitian=True, rtol=rtol)  # (Σ out, in)
+        parts = solved.split([self.cross[m].shape[0] for m in names])
+        return {m: p.to(out_dtype) for m, p in zip(names, parts)}
 
     def relative_residual(self, module: str, delta: torch.Tensor) -> float:
         """Objective Σ_i ‖X_i (Δ − ΔW_i)ᵀ‖² of a fused delta, relative to Σ_i ‖X_i ΔW_iᵀ‖² (0 = every

@@ -22,6 +22,10 @@ SLOTS = {
                   ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
     "VAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")]),
     "SaveImage": ([("images", "IMAGE")], []),
+    "GradientFusion": ([("model", "MODEL"), ("clip", "CLIP"), ("concepts", "MOS_CONCEPTS")],
+                       [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("report", "STRING")]),
+    "EDLoRASaveBundle": ([("clip", "CLIP")], [("path", "STRING")]),
+    "CheckpointSave": ([("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE")], []),
 }
 
 
@@ -109,9 +113,31 @@ def two_concepts():
     return build(nodes, "ED-LoRA: two concepts chained")
 
 
+def fuse_three():
+    nodes = [{"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120], "widgets": ["v1-5-pruned-emaonly.safetensors"]}]
+    for i, name in enumerate(("potter", "hermione", "thanos")):
+        prev = (1, 0) if i == 0 else (2 + i - 1, 0)
+        prev_clip = (1, 1) if i == 0 else (2 + i - 1, 1)
+        nodes.append({"id": 2 + i, "type": "EDLoRALoader", "pos": [420, 40 + 170 * i], "size": [380, 130],
+                      "widgets": [f"{name}.safetensors", 1.0, 1.0], "links": {"model": prev, "clip": prev_clip}})
+    nodes.append({"id": 5, "type": "GradientFusion", "pos": [840, 120], "size": [340, 320],
+                  "widgets": ["closed_form", 20, 512, 0, "fixed", 1e-4, 500, 500, 50, True, ""],
+                  "links": {"model": (4, 0), "clip": (4, 1)}})
+    nodes.append({"id": 6, "type": "EDLoRASaveBundle", "pos": [1220, 420], "widgets": ["fused_potter_hermione_thanos"],
+                  "links": {"clip": (5, 1)}})
+    nodes.append({"id": 7, "type": "CheckpointSave", "pos": [1220, 580], "widgets": ["checkpoints/fused_potter_hermione_thanos"],
+                  "links": {"model": (5, 0), "clip": (5, 1), "vae": (1, 2)}})
+    nodes += sampling_tail((5, 0), (5, 1), "a <potter1> <potter2>, a <hermione1> <hermione2> and a <thanos1> "
+                           "<thanos2> standing in a castle hall", 768, 512, 8)
+    for n in nodes[-6:]:
+        n["pos"] = [n["pos"][0] + 340, n["pos"][1]]
+    return build(nodes, "Gradient fusion: three concepts, save, sample")
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    for name, workflow in (("edlora_single_concept", single_concept()), ("edlora_two_concepts", two_concepts())):
+    for name, workflow in (("edlora_single_concept", single_concept()), ("edlora_two_concepts", two_concepts()),
+                           ("fuse_three_concepts", fuse_three())):
         with open(os.path.join(OUT, f"{name}.json"), "w") as f:
             json.dump(workflow, f, indent=2)
             f.write("\n")
