@@ -101,3 +101,23 @@ class Concept:
     def embedding_stack(self) -> torch.Tensor:
         """All word embeddings stacked in word order, shape [n_words, L, D]."""
         return torch.stack([self.embeddings[w] for w in self.words])  # (W, L, D)
+
+
+def rename_words(concept: Concept, new_words: list[str]) -> Concept:
+    """The same concept under other words (same order); e.g. to resolve a clash between two concepts."""
+    if len(new_words) != len(concept.words):
+        raise ConceptWordError(
+            f"Concept '{concept.name}' has {len(concept.words)} words {concept.words}; give exactly that many new "
+            f"words, found {new_words}."
+        )
+    mapping = dict(zip(concept.words, new_words))
+    return Concept(
+        words=list(new_words),
+        embeddings={mapping[w]: t for w, t in concept.embeddings.items()},
+        text_lora=concept.text_lora,
+        unet_lora=concept.unet_lora,
+        alpha=concept.alpha,
+        name=" ".join(new_words),
+        base_family=concept.base_family,
+        word_groups=[[mapping[w] for w in g] for g in concept.word_groups],
+    )

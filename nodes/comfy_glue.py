@@ -298,6 +298,16 @@ def layer_contexts(clip: Any, text: str) -> tuple[torch.Tensor, torch.Tensor, li
     return contexts, pooled, positions
 
 
+def prompt_length(clip: Any, text: str) -> int:
+    """Tokens of ``text`` up to and including the first end token (concept words count one each)."""
+    registry = concept_registry(clip)
+    words = list(dict.fromkeys(find_words(text, registry)))
+    stand_in = dict(zip(words, _pick_sentinels(clip, text, len(words)))) if words else {}
+    chunk = clip.tokenize(substitute(text, stand_in))["l"][0]
+    end = clip.tokenizer.clip_l.end_token
+    return next((j + 1 for j, t in enumerate(chunk) if j > 0 and t[0] == end), len(chunk))
+
+
 def encode_layerwise(clip: Any, text: str) -> list[list[Any]]:
     """CONDITIONING for ``text`` where every loaded concept word uses its per-layer embedding."""
     registry = concept_registry(clip)

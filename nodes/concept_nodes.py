@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 
+from ..mixofshow_core.concept import rename_words
 from ..mixofshow_core.formats import WRITERS, load_concept
 from . import comfy_glue, paths
 
@@ -115,14 +116,22 @@ class EDLoRAExport:
                 "concept_name": (paths.concept_files(), {"tooltip": "Concept file in models/edloras."}),
                 "format": (list(EXPORT_FORMATS), {"tooltip": "kohya LoRA goes to models/loras, ED-LoRA to models/edloras."}),
                 "filename": ("STRING", {"default": "concept_lora", "tooltip": "File name without extension."}),
-            }
+            },
+            "optional": {
+                "words": ("STRING", {"default": "", "tooltip":
+                          "New concept words, space separated, one per existing word (e.g. '<anna1> <anna2>'), "
+                          "to resolve a clash with another concept. Empty keeps the words."}),
+            },
         }
 
-    def export(self, concept_name, format, filename):
+    def export(self, concept_name, format, filename, words=""):
         writer, folder = EXPORT_FORMATS[format]
         name = os.path.basename(filename.strip()) or "concept_lora"
         target = os.path.join(paths.output_folder(folder), f"{name}.safetensors")
-        WRITERS[writer](load_concept(paths.concept_path(concept_name)), target)
+        concept = load_concept(paths.concept_path(concept_name))
+        if words.strip():
+            concept = rename_words(concept, words.split())
+        WRITERS[writer](concept, target)
         logger.info("[Mix-of-Show] wrote %s", target)
         return {"ui": {"text": [target]}, "result": (target,)}
 

@@ -114,8 +114,9 @@ class _Solver:
     """Per-group accumulators (closed form) or stored features (L-BFGS), and the final solve."""
 
     def __init__(self, groups: dict[str, dict[str, int]], in_features: dict[str, int], cfg: FusionConfig,
-                 iters: int):
-        self.cfg, self.iters = cfg, iters
+                 iters: int, sink: Callable[[str, int, torch.Tensor], None] | None = None):
+        self.cfg, self.iters, self.sink, self.concept = cfg, iters, sink, -1
+        self.token_limit: int | None = None  # keep only the first positions of [B, T, in] inputs
         dtype = torch.float64 if cfg.accumulate_fp64 else torch.float32
         device = comfy.model_management.get_torch_device()
         self.stats = {g: GramStats(in_features[g], outs, dtype=dtype, device=device) for g, outs in groups.items()}
@@ -124,11 +125,16 @@ class _Solver:
 
     def begin(self, deltas: dict[str, Any]) -> None:
         self.current = deltas
+        self.concept += 1
         for g in self.features:
             self.features[g].append([])
 
     def add(self, group: str, x: torch.Tensor) -> None:
+        if self.token_limit is not None and x.dim() == 3:
+            x = x[:, :self.token_limit]  # (B, T', in): the prompt's own tokens, no padding
         x = x.reshape(-1, x.shape[-1])  # (rows, in)
+        if self.sink is not None:
+            self.sink(group, self.concept, x)
         if self.cfg.mode == "lbfgs":
             self.features[group][-1].append(x.float().cpu())
         self.stats[group].add(x, {m: self.current.get(m) for m in self.stats[group].cross})
@@ -188,9 +194,11 @@ def _snapshot(root: torch.nn.Module, names: dict[str, str]) -> dict[str, torch.T
 
 
 def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
-         progress: Callable[[str, int, int], None] | None = None) -> tuple[Any, Any, dict, FusionReport]:
+         progress: Callable[[str, int, int], None] | None = None,
+         feature_sink: Callable[[str, int, torch.Tensor], None] | None = None) -> tuple[Any, Any, dict, FusionReport]:
     """Fuse ``items`` into clones of the base (model, clip).
 
+    ``feature_sink(group, concept_index, rows)`` sees every feature batch (benchmarks record them).
     Returns (fused MODEL, fused CLIP with every concept word, fused deltas by diffusers name
     {"text": {...}, "unet": {...}}, report).
     """
@@ -231,7 +239,8 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
     if cfg.mode == "average":
         text_delta = {m: average_deltas([d.get(m) for d in per_text], text_in[m][0], text_in[m][1]) for m in text_modules}
     else:
-        solver = _Solver(text_groups, {g: text_in[next(iter(o))][1] for g, o in text_groups.items()}, cfg, cfg.text_iters)
+        inputs = {g: text_in[next(iter(o))][1] for g, o in text_groups.items()}
+        solver = _Solver(text_groups, inputs, cfg, cfg.text_iters, feature_sink)
         hooks = {_CLIP_PREFIX + m: _text_group(m) for m in text_modules}
         for item, deltas in zip(items, per_text):
             _, own_clip = _with_lora(model, clip, _lora_part(item.concept, True, lambda m: False), 0.0, item.text_alpha)
@@ -240,7 +249,9 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
             solver.begin(deltas)
             with _capture(text_root, hooks, solver.add):
                 for template in FUSION_TEXT_TEMPLATES:
-                    comfy_glue.layer_contexts(own_clip, template.format(words_of(item)))
+                    text = template.format(words_of(item))
+                    solver.token_limit = comfy_glue.prompt_length(own_clip, text)
+                    comfy_glue.layer_contexts(own_clip, text)
             stage.tick()
         report.rows["text encoder"] = solver.rows()
         text_delta = solver.solve(lambda m: text_w0[m], per_text, stage.tick)
@@ -267,7 +278,8 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
     if cfg.mode == "average":
         kv_delta = {m: average_deltas([d.get(m) for d in per_unet], *shapes[m]) for m in kv_modules}
     else:
-        solver = _Solver(kv_groups, {g: shapes[next(iter(o))][1] for g, o in kv_groups.items()}, cfg, cfg.kv_iters)
+        inputs = {g: shapes[next(iter(o))][1] for g, o in kv_groups.items()}
+        solver = _Solver(kv_groups, inputs, cfg, cfg.kv_iters, feature_sink)
         for item, deltas in zip(items, per_unet):
             solver.begin(deltas)
             for template in FUSION_TEXT_TEMPLATES:
@@ -292,7 +304,8 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
     if cfg.mode == "average":
         sp_delta = {m: average_deltas([d.get(m) for d in per_unet], *shapes[m]) for m in spatial}
     else:
-        solver = _Solver(sp_groups, {g: shapes[next(iter(o))][1] for g, o in sp_groups.items()}, cfg, cfg.spatial_iters)
+        inputs = {g: shapes[next(iter(o))][1] for g, o in sp_groups.items()}
+        solver = _Solver(sp_groups, inputs, cfg, cfg.spatial_iters, feature_sink)
         hooks = {ldm[m]: _unet_group(m) for m in spatial}
         latent = nodes.EmptyLatentImage().generate(cfg.resolution, cfg.resolution, 1)[0]
         for item, deltas in zip(items, per_unet):

@@ -58,7 +58,7 @@ class GradientFusion:
     OUTPUT_TOOLTIPS = (
         "The fused model (base + fused deltas), with the layer-wise context patch.",
         "The fused CLIP with every concept's words; save them with 'ED-LoRA Save Bundle'.",
-        "What was fused: layers, feature rows and seconds per stage.",
+        "What was fused: layers, feature rows, seconds and worst relative residual per stage.",
     )
     FUNCTION = "fuse"
 

@@ -24,6 +24,14 @@ def _items(host, names, alpha=1.0):
             for n in names]
 
 
+def _items_clip(host, clip):
+    """The base CLIP with the cat words but no LoRA: what the fusion must move away from."""
+    clip = clip.clone()
+    concept = _items(host, ["cat"])[0].concept
+    host.pack("nodes.comfy_glue").register_words(clip, concept, 16, concept.name)
+    return clip
+
+
 def _fuse(host, testbed, names, **cfg):
     config = host.pack("mixofshow_core.config").FusionConfig(resolution=64, steps=3, **cfg)
     model, clip, _ = testbed
@@ -70,13 +78,15 @@ def test_one_concept_fuses_to_itself(host, testbed):
     assert max(exact.residual.values()) < 1e-8
     report = _fuse(host, testbed, ["cat"])[3]  # default ridge: a tiny pull toward W0
     assert max(report.residual.values()) < 1e-3
-    # and on an unseen prompt the fused text encoder stays close to the concept's own (inputs outside
-    # the features' span, e.g. of this random-weight model's near-uniform attention, keep W0 there)
+    # so through the whole (nonlinear) text encoder, the fusion prompt's tokens come out as the concept's own
     _, own_clip = host.pack("nodes.concept_nodes").EDLoRALoader().load(model, clip, "fuse_cat.safetensors", 1.0, 1.0)
-    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
-    text = "a <cat1> <cat2> sleeping on a red sofa"
-    assert torch.allclose(encode.encode(fused_clip, text)[0][0][0], encode.encode(own_clip, text)[0][0][0],
-                          atol=3e-3)
+    glue = host.pack("nodes.comfy_glue")
+    text = "photo of a <cat1> <cat2>"
+    length = glue.prompt_length(own_clip, text)
+    fused_ctx, own_ctx = glue.layer_contexts(fused_clip, text)[0], glue.layer_contexts(own_clip, text)[0]
+    # (ComfyUI keeps this CLIP's weights in fp16 on CPU: patched weights are rounded to ~3e-5)
+    assert torch.allclose(fused_ctx[:, :length], own_ctx[:, :length], atol=2e-3)
+    assert not torch.allclose(own_ctx, glue.layer_contexts(_items_clip(host, clip), text)[0], atol=1e-3)
     three = _fuse(host, testbed, WORDS)[3]
     assert three.residual["cross-attention K/V"] < 1e-3  # 3 concepts x 6 rows still fit the width
     assert three.residual["UNet attention"] > 1e-6  # conflicts: fusion is a compromise there

@@ -37,3 +37,14 @@ def test_mismatched_lora_halves_are_rejected():
     with pytest.raises(ValueError, match="same rank"):
         Concept(words=["<a>"], embeddings={"<a>": torch.zeros(2, 4)},
                 unet_lora={"m": LoRAPair(down=torch.zeros(4, 3), up=torch.zeros(3, 2))})
+
+
+def test_rename_words_keeps_rows_and_lora():
+    from mixofshow_core.concept import rename_words
+
+    c = make_concept()
+    renamed = rename_words(c, ["<dog1>", "<dog2>"])
+    assert renamed.words == ["<dog1>", "<dog2>"] and renamed.word_groups == [["<dog1>", "<dog2>"]]
+    assert torch.equal(renamed.embeddings["<dog2>"], c.embeddings["<cat2>"]) and renamed.unet_lora is c.unet_lora
+    with pytest.raises(ConceptWordError, match="exactly that many"):
+        rename_words(c, ["<only>"])
