@@ -19,3 +19,11 @@ class KeyMappingError(MixOfShowError, ValueError):
 
 class ConceptWordError(MixOfShowError, ValueError):
     """Concept words clash, are malformed, or are missing where they are needed."""
+
+
+class RegionSpecError(MixOfShowError, ValueError):
+    """A region specification is malformed. ``code`` names the rule (shared with the JS validator)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code

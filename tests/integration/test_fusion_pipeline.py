@@ -144,3 +144,23 @@ def test_same_word_in_two_concepts_is_refused(host, testbed):
     config = host.pack("mixofshow_core.config").FusionConfig(resolution=64, steps=1)
     with pytest.raises(host.pack("mixofshow_core.errors").ConceptWordError, match="both use the word <cat1>"):
         glue.fuse(model, clip, items, config)
+
+
+def test_fused_change_exports_as_one_lora_for_stock_loraloader(host, cn, testbed, chain, caplog):
+    import logging
+
+    model, clip, _ = testbed
+    with caplog.at_level(logging.WARNING):
+        fused_model, fused_clip, _ = host.pack("nodes.fusion_nodes").GradientFusion().fuse(
+            *chain, "closed_form", 2, 64, 0, 1e-4, lora_filename="fused_three")
+        lora_model, lora_clip = cn.LoraLoader().load_lora(model, clip, "fused_three.safetensors", 1.0, 1.0)
+    assert "lora key not loaded" not in caplog.text
+    text = "a cat and a dog"  # plain words: compares the fused weights, not the concept embeddings
+    fused_cond = cn.CLIPTextEncode().encode(fused_clip, text)[0]
+    lora_cond = cn.CLIPTextEncode().encode(lora_clip, text)[0]
+    assert torch.allclose(fused_cond[0][0], lora_cond[0][0], atol=1e-3)
+    latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
+    a = cn.common_ksampler(fused_model, 0, 2, 5.0, "euler", "normal", fused_cond, fused_cond, latent)[0]["samples"]
+    b = cn.common_ksampler(lora_model, 0, 2, 5.0, "euler", "normal", fused_cond, fused_cond, latent)[0]["samples"]
+    base = cn.common_ksampler(model, 0, 2, 5.0, "euler", "normal", fused_cond, fused_cond, latent)[0]["samples"]
+    assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, base, atol=1e-4)
