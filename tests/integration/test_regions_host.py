@@ -1,0 +1,124 @@
+"""Regional sampling in the real host (tiny testbed): per-layer outputs, samplers, ControlNet strength."""
+import pytest
+import torch
+from integration.host_support import random_concept, write_concept
+
+
+@pytest.fixture(scope="module")
+def loaded(host, testbed):
+    model, clip, _ = testbed
+    loader = host.pack("nodes.concept_nodes").EDLoRALoader()
+    with torch.inference_mode():
+        for i, w in enumerate(("cat", "dog")):
+            write_concept(host, random_concept(host, model, clip, (f"<{w}1>", f"<{w}2>"), seed=50 + i),
+                          f"reg_{w}.safetensors")
+            model, clip = loader.load(model, clip, f"reg_{w}.safetensors", 1.0, 1.0)
+    return model, clip
+
+
+def _regions(host, clip):
+    node = host.pack("nodes.region_nodes").RegionPrompt()
+    regions = node.add(clip, "a <cat1> <cat2>", "ugly cat", 0.0, 0.0, 0.5, 1.0, 1.0)[0]
+    return node.add(clip, "a <dog1> <dog2>", "ugly dog", 0.25, 0.0, 0.5, 1.0, 2.0, regions=regions)[0]
+
+
+class Recorder:
+    def __init__(self):
+        self.inputs, self.outputs = [], []
+
+    def before(self, n, context, value, extra):
+        self.inputs.append((extra["block"], extra.get("block_index", 0), n.clone(), list(extra["cond_or_uncond"]),
+                            list(extra["original_shape"])))
+        return n, context, value
+
+    def after(self, n, extra):
+        self.outputs.append(n.clone())
+        return n
+
+
+def test_each_layer_output_is_region_attention_inside_and_global_outside(host, cn, loaded):
+    model, clip = loaded
+    glue, layer_ctx = host.pack("nodes.comfy_glue"), host.pack("mixofshow_core.layer_context")
+    regions_mod = host.pack("mixofshow_core.regions")
+    from comfy.ldm.modules.attention import optimized_attention
+
+    regions = _regions(host, clip)
+    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    positive, negative = encode.encode(clip, "two animals in a field")[0], encode.encode(clip, "blurry")[0]
+    patched = host.pack("nodes.region_nodes").ApplyRegions().apply(model, regions)[0]
+    recorder = Recorder()
+    patched.set_model_attn2_patch(recorder.before)
+    patched.set_model_attn2_output_patch(recorder.after)
+    latent = cn.EmptyLatentImage().generate(64, 96, 2)[0]  # non-square, batch 2
+    cn.common_ksampler(patched, 0, 1, 5.0, "euler", "normal", positive, negative, latent)
+    sites = {(s.block[0], s.block[1], s.depth): s for s in glue.cross_attention_sites(model)}
+    unet = model.model.diffusion_model
+    checked = 0
+    for (block, depth, n, kinds, shape), out in zip(recorder.inputs, recorder.outputs):
+        site = sites[(block[0], block[1], depth)]
+        attn = unet.get_submodule(site.ldm_prefix).attn2
+        heads = attn.heads
+        per = n.shape[0] // len(kinds)
+
+        def context(pos, neg):
+            rows = [layer_ctx.select_layer(neg if k else pos, site.index, 16) for k in kinds for _ in range(per)]
+            return torch.cat(rows)
+
+        def attend_to(ctx):
+            return attn.to_out(optimized_attention(attn.to_q(n), attn.to_k(ctx), attn.to_v(ctx), heads))
+
+        glob = attend_to(context(positive[0][0], negative[0][0]))
+        per_region = [attend_to(context(rc.positive, rc.negative)) for rc in regions]
+        h, w = regions_mod.attention_grid(shape[2], shape[3], n.shape[1])
+        masks = [regions_mod.rasterize(rc.region, h, w)[0].reshape(-1) for rc in regions]
+        weights = [rc.region.weight for rc in regions]
+        expected = glob.clone()
+        count = sum(wt * m.float() for wt, m in zip(weights, masks))
+        mix = sum(wt * m.float()[None, :, None] * r for wt, m, r in zip(weights, masks, per_region))
+        inside = count > 0
+        expected[:, inside] = mix[:, inside] / count[inside][None, :, None]
+        assert torch.allclose(out, expected, atol=1e-4), (site.index, h, w)
+        assert inside.any() and (~inside).any()
+        checked += 1
+    assert checked >= 16
+
+
+def test_any_sampler_works_with_apply_regions_and_regional_ksampler(host, cn, loaded):
+    model, clip = loaded
+    regions = _regions(host, clip)
+    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    positive, negative = encode.encode(clip, "two animals")[0], encode.encode(clip, "")[0]
+    latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
+    nodes_mod = host.pack("nodes.region_nodes")
+    a = nodes_mod.RegionalKSampler().sample(model, regions, positive, negative, latent, 3, 2, 5.0, "euler", "normal",
+                                            1.0)[0]["samples"]
+    patched = nodes_mod.ApplyRegions().apply(model, regions)[0]
+    b = cn.common_ksampler(patched, 3, 2, 5.0, "euler", "normal", positive, negative, latent)[0]["samples"]
+    c = cn.KSamplerAdvanced().sample(patched, "enable", 3, 2, 5.0, "euler", "normal", positive, negative, latent,
+                                     0, 10000, "disable")[0]["samples"]
+    plain = cn.common_ksampler(model, 3, 2, 5.0, "euler", "normal", positive, negative, latent)[0]["samples"]
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(b, c, atol=1e-5)
+    assert not torch.allclose(a, plain, atol=1e-4)
+
+
+def test_region_control_strength_replaces_the_global_strength_inside(host, cn, loaded):
+    model, clip = loaded
+    control = host.pack("nodes.testbed").build_controlnet(seed=7)
+    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    positive, negative = encode.encode(clip, "animals")[0], encode.encode(clip, "")[0]
+    hint = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    pos_c, neg_c = cn.ControlNetApplyAdvanced().apply_controlnet(positive, negative, control, hint, 0.8, 0.0, 1.0)
+    node = host.pack("nodes.region_nodes").RegionPrompt()
+    regions = node.add(clip, "a <cat1> <cat2>", "", 0.0, 0.0, 0.5, 1.0, 1.0, control_strength=0.0)[0]
+    pos_r, neg_r = host.pack("nodes.region_nodes").RegionControlStrength().apply(pos_c, neg_c, regions)
+    wrapped = pos_r[0][1]["control"]
+    x = torch.randn(2, 4, 8, 8)
+    sigma = torch.tensor([1.0, 1.0])
+    wrapped.pre_run(model.model, model.model.model_sampling.percent_to_sigma)
+    out = wrapped.get_control(x, sigma, {"c_crossattn": torch.cat([positive[0][0]] * 2)}, 2)
+    residual = next(t for t in out["output"] if t is not None)  # (B, C, h, w)
+    half = residual.shape[-1] // 2
+    assert torch.count_nonzero(residual[..., :half]) == 0 and torch.count_nonzero(residual[..., half:]) > 0
+    latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
+    samples = cn.common_ksampler(model, 0, 2, 5.0, "euler", "normal", pos_r, neg_r, latent)[0]["samples"]
+    assert torch.isfinite(samples).all()
