@@ -82,6 +82,7 @@ class RegionBoxes:
             "required": {
                 "clip": ("CLIP", {"tooltip": "CLIP (after ED-LoRA Loaders or Gradient Fusion) to encode the prompts."}),
                 "regions_json": ("STRING", {"default": '{"version": 1, "regions": []}', "multiline": True,
+                                            "dynamicPrompts": False,
                                             "tooltip": "The boxes (version-1 JSON), edited by the box widget."}),
             },
             "optional": {

@@ -26,6 +26,14 @@ SLOTS = {
                        [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("report", "STRING")]),
     "EDLoRASaveBundle": ([("clip", "CLIP")], [("path", "STRING")]),
     "CheckpointSave": ([("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE")], []),
+    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
+    "ControlNetLoader": ([], [("CONTROL_NET", "CONTROL_NET")]),
+    "ControlNetApplyAdvanced": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                                 ("control_net", "CONTROL_NET"), ("image", "IMAGE")],
+                                [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    "RegionBoxes": ([("clip", "CLIP"), ("image", "IMAGE"), ("regions", "MOS_REGIONS")], [("regions", "MOS_REGIONS")]),
+    "RegionalKSampler": ([("model", "MODEL"), ("regions", "MOS_REGIONS"), ("positive", "CONDITIONING"),
+                          ("negative", "CONDITIONING"), ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
 }
 
 
@@ -134,10 +142,44 @@ def fuse_three():
     return build(nodes, "Gradient fusion: three concepts, save, sample")
 
 
+def regional_pose():
+    boxes = {"version": 1, "regions": [
+        {"x": 0.02, "y": 0.05, "width": 0.46, "height": 0.93, "prompt": "a <potter1> <potter2>, standing",
+         "negative": NEGATIVE, "weight": 1.0},
+        {"x": 0.52, "y": 0.05, "width": 0.46, "height": 0.93, "prompt": "a <hermione1> <hermione2>, standing",
+         "negative": NEGATIVE, "weight": 1.0}]}
+    nodes = [
+        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [20, 100], "widgets": ["v1-5-pruned-emaonly.safetensors"]},
+        {"id": 2, "type": "EDLoRALoader", "pos": [380, 20], "size": [360, 130],
+         "widgets": ["potter.safetensors", 0.7, 0.7], "links": {"model": (1, 0), "clip": (1, 1)}},
+        {"id": 3, "type": "EDLoRALoader", "pos": [380, 180], "size": [360, 130],
+         "widgets": ["hermione.safetensors", 0.7, 0.7], "links": {"model": (2, 0), "clip": (2, 1)}},
+        {"id": 4, "type": "LoadImage", "pos": [20, 360], "size": [320, 340], "widgets": ["pose.png", "image"]},
+        {"id": 5, "type": "ControlNetLoader", "pos": [20, 740], "widgets": ["control_v11p_sd15_openpose.pth"]},
+        {"id": 6, "type": "EDLoRATextEncode", "pos": [780, 20], "size": [380, 140],
+         "widgets": ["two people standing side by side in a library, best quality"], "links": {"clip": (3, 1)}},
+        {"id": 7, "type": "EDLoRATextEncode", "pos": [780, 190], "size": [380, 140], "widgets": [NEGATIVE],
+         "links": {"clip": (3, 1)}},
+        {"id": 8, "type": "ControlNetApplyAdvanced", "pos": [1200, 20], "widgets": [1.0, 0.0, 1.0],
+         "links": {"positive": (6, 0), "negative": (7, 0), "control_net": (5, 0), "image": (4, 0)}},
+        {"id": 9, "type": "RegionBoxes", "pos": [780, 360], "size": [400, 620], "widgets": [json.dumps(boxes)],
+         "links": {"clip": (3, 1), "image": (4, 0)}},
+        {"id": 10, "type": "EmptyLatentImage", "pos": [1200, 260], "widgets": [768, 512, 1]},
+        {"id": 11, "type": "RegionalKSampler", "pos": [1560, 20], "size": [340, 300],
+         "widgets": [0, "fixed", 30, 7.5, "dpmpp_2m", "karras", 1.0],
+         "links": {"model": (3, 0), "regions": (9, 0), "positive": (8, 0), "negative": (8, 1),
+                   "latent_image": (10, 0)}},
+        {"id": 12, "type": "VAEDecode", "pos": [1940, 20], "links": {"samples": (11, 0), "vae": (1, 2)}},
+        {"id": 13, "type": "SaveImage", "pos": [2180, 20], "size": [320, 340], "widgets": ["mixofshow_regions"],
+         "links": {"images": (12, 0)}},
+    ]
+    return build(nodes, "Regions: two concepts in two boxes with a pose ControlNet")
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     for name, workflow in (("edlora_single_concept", single_concept()), ("edlora_two_concepts", two_concepts()),
-                           ("fuse_three_concepts", fuse_three())):
+                           ("fuse_three_concepts", fuse_three()), ("regional_two_concepts_pose", regional_pose())):
         with open(os.path.join(OUT, f"{name}.json"), "w") as f:
             json.dump(workflow, f, indent=2)
             f.write("\n")

@@ -4,6 +4,7 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 eval "$(bash "$REPO/scripts/host/provision.sh" 2> >(grep -v '^WARNING: Location' >&2))"
+bash "$REPO/scripts/host/browser.sh"
 cd "$REPO"
 echo "[tests] ComfyUI: $COMFYUI_PATH"
 exec "$MOS_PYTHON" -m pytest -c tests/pytest.ini tests "$@"

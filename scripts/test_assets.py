@@ -95,3 +95,19 @@ def official_edlora_checkpoint(path: str, words=("<potter1>", "<potter2>"), seed
                 unet[m + up_end] = torch.randn(channels, 4, generator=g) * 0.02
     torch.save({"params": {"new_concept_embedding": emb, "text_encoder": text, "unet": unet}}, path)
     return path
+
+
+def sd15_controlnet(cache_dir: str, seed: int = 0) -> str:
+    """A full-size SD1.5 ControlNet checkpoint (random fp16 weights, the real key layout), generated once."""
+    path = os.path.join(cache_dir, f"controlnet-sd15-random-v1-s{seed}.safetensors")
+    if os.path.exists(path):
+        return path
+    import comfy.cldm.cldm
+
+    config = {k: v for k, v in SD15_UNET.items() if k not in ("out_channels", "transformer_depth_output")}
+    control = comfy.cldm.cldm.ControlNet(hint_channels=3, num_heads=8, num_head_channels=-1, device="meta", **config)
+    tensors = _random_like({k: v.shape for k, v in control.state_dict().items()}, seed, "control_model.")
+    os.makedirs(cache_dir, exist_ok=True)
+    save_file(tensors, path + ".part")
+    os.replace(path + ".part", path)
+    return path

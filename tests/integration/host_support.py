@@ -1,5 +1,11 @@
-"""Helpers for host tests: concepts fitted to a model, context recording."""
+"""Helpers for host tests: concepts fitted to a model, context recording, a real server."""
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 import torch
 
@@ -93,3 +99,44 @@ def check_recorded(recorder, table, expected_by_kind, atol=1e-4):
 def layer_table(host, model):
     sites = host.pack("nodes.comfy_glue").cross_attention_sites(model)
     return {(s.block[0], s.block[1], s.depth): s.index for s in sites}
+
+
+@contextlib.contextmanager
+def running_server(root):
+    """``main.py --cpu`` with this pack linked as custom_nodes/ComfyUI-Mix-of-Show and edloras at root/concepts."""
+    import comfy_host
+
+    (root / "custom_nodes").mkdir(exist_ok=True)
+    os.symlink(comfy_host.REPO, root / "custom_nodes" / "ComfyUI-Mix-of-Show")
+    (root / "concepts").mkdir(exist_ok=True)
+    (root / "paths.yaml").write_text(
+        f"mos_test:\n  base_path: {root}\n  custom_nodes: custom_nodes\n  edloras: concepts\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ)
+    shim = os.environ.get("MOS_TORCHVISION_SHIM")
+    if shim:
+        env["PYTHONPATH"] = shim + os.pathsep + env.get("PYTHONPATH", "")
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+         "--extra-model-paths-config", str(root / "paths.yaml"), "--output-directory", str(root / "out")],
+        cwd=comfy_host.comfy_path(), stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url + "/system_stats", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.25)
+        if proc.poll() is not None:
+            raise RuntimeError("ComfyUI server did not start:\n" + (root / "server.log").read_text()[-3000:])
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

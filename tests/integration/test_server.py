@@ -4,17 +4,13 @@ The pack is linked into a custom_nodes folder as "ComfyUI-Mix-of-Show" and its c
 given through extra_model_paths.yaml, as a user would set them up.
 """
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 
 import pytest
 import torch
+from integration.host_support import running_server
 
-import comfy_host
 from mixofshow_core.concept_init import init_concept
 from mixofshow_core.formats import WRITERS
 
@@ -29,42 +25,11 @@ def _get(url):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    (root / "custom_nodes").mkdir()
-    os.symlink(comfy_host.REPO, root / "custom_nodes" / "ComfyUI-Mix-of-Show")
     (root / "concepts").mkdir()
     concept = init_concept(["<srv1>", "<srv2>"], [torch.randn(64), torch.randn(64)], 16, {}, {})
     WRITERS["edlora"](concept, root / "concepts" / "server_concept.safetensors")
-    (root / "paths.yaml").write_text(
-        f"mos_test:\n  base_path: {root}\n  custom_nodes: custom_nodes\n  edloras: concepts\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ)
-    shim = os.environ.get("MOS_TORCHVISION_SHIM")
-    if shim:
-        env["PYTHONPATH"] = shim + os.pathsep + env.get("PYTHONPATH", "")
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--extra-model-paths-config", str(root / "paths.yaml"), "--output-directory", str(root / "out")],
-        cwd=comfy_host.comfy_path(), stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url + "/system_stats", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                break
-            time.sleep(0.25)
-    else:
-        proc.terminate()
-    if proc.poll() is not None:
-        pytest.fail("ComfyUI server did not start:\n" + (root / "server.log").read_text()[-3000:])
-    yield url, root
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with running_server(root) as url:
+        yield url, root
 
 
 def test_object_info_lists_our_nodes_with_tooltips(server):

@@ -1,0 +1,133 @@
+// The region-box editor on a RegionBoxes node: a canvas (draw, move, resize, select, delete) and two
+// fields for the selected box's prompt and negative. Its only state is the node's `regions_json`
+// widget value, so saved workflows and API prompts carry the boxes.
+import { EMPTY_VALUE, parseRegionValue, serializeRegionValue } from "./value.js";
+import { boxFromDrag, hitTest, isUsable, moveBox, resizeBox, toFraction } from "./geometry.js";
+import { drawRegions } from "./draw.js";
+
+const EDITOR_HEIGHT = 260;
+
+function readBoxes(widget) {
+  try {
+    return parseRegionValue(widget.value || EMPTY_VALUE).regions;
+  } catch (err) {
+    return [];
+  }
+}
+
+export function attachRegionEditor(node) {
+  const valueWidget = node.widgets.find((w) => w.name === "regions_json");
+  if (!valueWidget) return null;
+  const root = document.createElement("div");
+  root.className = "mixofshow-region-editor";
+  root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;";
+  const canvas = document.createElement("canvas");
+  canvas.tabIndex = 0;
+  canvas.style.cssText = "width:100%;aspect-ratio:1/1;cursor:crosshair;touch-action:none;background:#222;";
+  const prompt = document.createElement("input");
+  prompt.placeholder = "prompt of the selected box, e.g. a <cat1> <cat2>";
+  const negative = document.createElement("input");
+  negative.placeholder = "negative prompt of the selected box";
+  for (const el of [prompt, negative]) el.style.cssText = "width:100%;box-sizing:border-box;";
+  root.append(canvas, prompt, negative);
+
+  const state = { boxes: readBoxes(valueWidget), selected: -1, draft: null, image: null, drag: null };
+
+  const commit = () => {
+    valueWidget.value = serializeRegionValue(state.boxes);
+    valueWidget.callback?.(valueWidget.value);
+    node.setDirtyCanvas?.(true, true);
+  };
+  const render = () => {
+    const rect = canvas.getBoundingClientRect();
+    canvas.width = Math.max(1, Math.round(rect.width));
+    canvas.height = Math.max(1, Math.round(rect.height));
+    drawRegions(canvas.getContext("2d"), state, canvas.width, canvas.height);
+    const box = state.boxes[state.selected];
+    prompt.disabled = negative.disabled = !box;
+    prompt.value = box?.prompt ?? "";
+    negative.value = box?.negative ?? "";
+  };
+  const point = (e) => toFraction(e.clientX, e.clientY, canvas.getBoundingClientRect());
+
+  canvas.addEventListener("pointerdown", (e) => {
+    canvas.focus();
+    canvas.setPointerCapture?.(e.pointerId);
+    const p = point(e);
+    const hit = hitTest(state.boxes, p);
+    if (hit) {
+      state.selected = hit.index;
+      state.drag = { mode: hit.mode, start: p, box: { ...state.boxes[hit.index] } };
+    } else {
+      state.selected = -1;
+      state.drag = { mode: "draw", start: p };
+      state.draft = boxFromDrag(p, p);
+    }
+    render();
+    e.preventDefault();
+    e.stopPropagation();
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!state.drag) return;
+    const p = point(e);
+    const d = state.drag;
+    if (d.mode === "draw") state.draft = boxFromDrag(d.start, p);
+    else if (d.mode === "move") state.boxes[state.selected] = moveBox(d.box, p.x - d.start.x, p.y - d.start.y);
+    else state.boxes[state.selected] = resizeBox(d.box, p);
+    render();
+  });
+  const finish = () => {
+    if (!state.drag) return;
+    if (state.drag.mode === "draw" && state.draft && isUsable(state.draft)) {
+      state.boxes.push({ ...state.draft, prompt: "", negative: "" });
+      state.selected = state.boxes.length - 1;
+    }
+    state.drag = null;
+    state.draft = null;
+    commit();
+    render();
+  };
+  canvas.addEventListener("pointerup", finish);
+  canvas.addEventListener("pointercancel", finish);
+  canvas.addEventListener("keydown", (e) => {
+    if ((e.key === "Delete" || e.key === "Backspace") && state.selected >= 0) {
+      state.boxes.splice(state.selected, 1);
+      state.selected = -1;
+      commit();
+      render();
+      e.preventDefault();
+    }
+  });
+  prompt.addEventListener("input", () => {
+    if (state.selected < 0) return;
+    state.boxes[state.selected].prompt = prompt.value;
+    commit();
+  });
+  negative.addEventListener("input", () => {
+    if (state.selected < 0) return;
+    state.boxes[state.selected].negative = negative.value;
+    commit();
+  });
+
+  const widget = node.addDOMWidget("region_editor", "mixofshow_region_editor", root, {
+    serialize: false,
+    getValue: () => valueWidget.value,
+    setValue: () => {},
+    getMinHeight: () => EDITOR_HEIGHT,
+  });
+  widget.computeSize = (width) => [width, EDITOR_HEIGHT];
+  const sync = () => {
+    state.boxes = readBoxes(valueWidget);
+    render();
+  };
+  const onConfigure = node.onConfigure;
+  node.onConfigure = function () {
+    const r = onConfigure?.apply(this, arguments);
+    sync();
+    return r;
+  };
+  const resizeObserver = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(render);
+  resizeObserver?.observe(canvas);
+  requestAnimationFrame(render);
+  return { widget, state, setImage(img) { state.image = img; render(); }, sync };
+}
