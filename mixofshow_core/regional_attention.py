@@ -45,13 +45,23 @@ def regional_output(
     batch, tokens, _ = q.shape
     total = torch.zeros(batch, tokens, q.shape[2], dtype=q.dtype, device=q.device)  # (B, N, C)
     count = torch.zeros(tokens, dtype=q.dtype, device=q.device)  # (N,)
-    for (k, v), mask, weight in zip(region_kv, masks, weights):
-        rows = mask.nonzero(as_tuple=True)[0]  # (n_r,)
-        if rows.numel() == 0:
-            continue
-        out = attend(q[:, rows], k, v)  # (B, n_r, C)
-        total.index_add_(1, rows, weight * out)
-        count.index_add_(0, rows, torch.full_like(rows, weight, dtype=q.dtype))
+    rows = [mask.nonzero(as_tuple=True)[0] for mask in masks]  # per region (n_r,)
+    live = [r for r, idx in enumerate(rows) if idx.numel() > 0]
+    lengths = {region_kv[r][0].shape[1] for r in live}
+    if live and len(lengths) == 1:
+        # one batched call for all regions: rows padded to the largest region (pads are discarded)
+        longest = max(rows[r].numel() for r in live)
+        padded = torch.stack([torch.cat([rows[r], rows[r][-1:].expand(longest - rows[r].numel())]) for r in live])
+        q_all = torch.cat([q[:, padded[i]] for i in range(len(live))])  # (R*B, n_max, C)
+        k_all = torch.cat([region_kv[r][0] for r in live])  # (R*B, T, C)
+        v_all = torch.cat([region_kv[r][1] for r in live])
+        out_all = attend(q_all, k_all, v_all).split(batch)  # R x (B, n_max, C)
+        outs = {r: out_all[i][:, :rows[r].numel()] for i, r in enumerate(live)}
+    else:
+        outs = {r: attend(q[:, rows[r]], *region_kv[r]) for r in live}  # (B, n_r, C) each
+    for r in live:
+        total.index_add_(1, rows[r], weights[r] * outs[r])
+        count.index_add_(0, rows[r], torch.full_like(rows[r], weights[r], dtype=q.dtype))
     covered = (count > 0).nonzero(as_tuple=True)[0]  # (n_cov,)
     if covered.numel() == 0:
         return base_out

@@ -101,7 +101,9 @@ class RegionalAttentionPatch:
         per_chunk = n.shape[0] // max(len(kinds), 1)
         heads = extra["n_heads"]
         q = attn.to_q(n)  # (B, N, C)
-        region_kv = [(attn.to_k(c), attn.to_v(c)) for c in self._contexts(site.index, kinds, per_chunk, n.device, n.dtype)]
+        contexts = _lcm_repeat(self._contexts(site.index, kinds, per_chunk, n.device, n.dtype))
+        stacked = torch.cat(contexts)  # (R*B, T, D): one projection call for all regions
+        region_kv = list(zip(attn.to_k(stacked).split(n.shape[0]), attn.to_v(stacked).split(n.shape[0])))
         global_kv = (attn.to_k(context), attn.to_v(context))
         weight = attn.to_out[0].weight
 

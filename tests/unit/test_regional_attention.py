@@ -49,3 +49,17 @@ def test_delta_form_keeps_what_other_patches_added():
     out = regional_output(q, base, [(ctx, ctx)], masks, [1.0], attend, global_kv=(glob, glob))
     assert torch.allclose(out[:, :4], attend(q, ctx, ctx)[:, :4] + extra[:, :4], atol=1e-6)
     assert torch.equal(out[:, 4:], base[:, 4:])
+
+
+def test_regions_with_different_context_lengths_take_the_per_region_path():
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(2, 12, 4, generator=g)
+    base = torch.randn(2, 12, 4, generator=g)
+    short, long = torch.randn(2, 3, 4, generator=g), torch.randn(2, 7, 4, generator=g)
+    masks = torch.zeros(2, 12, dtype=torch.bool)
+    masks[0, :5] = True
+    masks[1, 8:] = True
+    out = regional_output(q, base, [(short, short), (long, long)], masks, [1.0, 1.0], attend)
+    assert torch.allclose(out[:, :5], attend(q, short, short)[:, :5], atol=1e-6)
+    assert torch.allclose(out[:, 8:], attend(q, long, long)[:, 8:], atol=1e-6)
+    assert torch.equal(out[:, 5:8], base[:, 5:8])
