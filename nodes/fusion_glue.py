@@ -188,6 +188,15 @@ class _Stage:
         self.report(self.name, self.done, self.total)
 
 
+def _finish(name: str, solver: "_Solver", w0: dict[str, torch.Tensor], per_concept: list[dict[str, Any]],
+            stage: _Stage, report: "FusionReport") -> dict[str, torch.Tensor]:
+    """Solve a stage's layers and record its rows and worst residual."""
+    report.rows[name] = solver.rows()
+    deltas = solver.solve(lambda m: w0[m], per_concept, stage.tick)
+    report.residual[name] = solver.residual
+    return deltas
+
+
 def _snapshot(root: torch.nn.Module, names: dict[str, str]) -> dict[str, torch.Tensor]:
     """Copies of the current (patched) weights, for the L-BFGS reference mode's W0."""
     return {m: root.get_submodule(path).weight.detach().float().cpu().clone() for m, path in names.items()}
@@ -233,6 +242,7 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
     text_groups = _groups({m: (s[1], s[0]) for m, s in text_in.items()}, _text_group)
     per_text = [_scaled(i.concept.text_lora, i.text_alpha * i.concept.alpha, lambda m: True) for i in items]
     stage = _Stage("text encoder", len(items) + len(text_groups), tick_log)
+    text_w0: dict[str, torch.Tensor] = {}
     if cfg.mode == "lbfgs":
         clip.load_model()
         text_w0 = _snapshot(text_root, {m: _CLIP_PREFIX + m for m in text_modules})
@@ -253,9 +263,7 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
                     solver.token_limit = comfy_glue.prompt_length(own_clip, text)
                     comfy_glue.layer_contexts(own_clip, text)
             stage.tick()
-        report.rows["text encoder"] = solver.rows()
-        text_delta = solver.solve(lambda m: text_w0[m], per_text, stage.tick)
-        report.residual["text encoder"] = solver.residual
+        text_delta = _finish("text encoder", solver, text_w0, per_text, stage, report)
         del solver
     fused_clip = clip.clone()
     fused_clip.add_patches({f"{_CLIP_PREFIX}{m}.weight": (d,) for m, d in text_delta.items()}, 1.0)
@@ -272,6 +280,7 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
     per_unet = [_scaled(i.concept.unet_lora, i.unet_alpha * i.concept.alpha, lambda m: True) for i in items]
     kv_groups = _groups({m: (shapes[m][1], shapes[m][0]) for m in kv_modules}, lambda m: m.rsplit(".", 1)[0])
     stage = _Stage("cross-attention K/V", len(items) + len(kv_groups), tick_log)
+    unet_w0: dict[str, torch.Tensor] = {}
     if cfg.mode == "lbfgs":
         comfy.model_management.load_models_gpu([model])
         unet_w0 = _snapshot(unet, ldm)
@@ -288,9 +297,7 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
                     site = by_prefix[group.rsplit(".attn2", 1)[0]]
                     solver.add(group, contexts[site.index, positions])  # (rows, D)
             stage.tick()
-        report.rows["cross-attention K/V"] = solver.rows()
-        kv_delta = solver.solve(lambda m: unet_w0[m], per_unet, stage.tick)
-        report.residual["cross-attention K/V"] = solver.residual
+        kv_delta = _finish("cross-attention K/V", solver, unet_w0, per_unet, stage, report)
         del solver
     kv_model = comfy_glue.with_layer_patch(model)
     kv_model.add_patches({f"diffusion_model.{ldm[m]}.weight": (d,) for m, d in kv_delta.items()}, 1.0)
@@ -317,9 +324,7 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
                 seed = cfg.seed + zlib.crc32(words_of(item).encode())  # per concept, independent of order
                 nodes.common_ksampler(own, seed, cfg.steps, 1.0, "dpmpp_2m", "normal", cond, cond, latent)
             stage.tick(cfg.steps)
-        report.rows["UNet attention"] = solver.rows()
-        sp_delta = solver.solve(lambda m: unet_w0[m], per_unet, stage.tick)
-        report.residual["UNet attention"] = solver.residual
+        sp_delta = _finish("UNet attention", solver, unet_w0, per_unet, stage, report)
         del solver
     fused_model = kv_model.clone()
     fused_model.add_patches({f"diffusion_model.{ldm[m]}.weight": (d,) for m, d in sp_delta.items()}, 1.0)

@@ -155,7 +155,7 @@ def regional_pose():
         {"id": 3, "type": "EDLoRALoader", "pos": [380, 180], "size": [360, 130],
          "widgets": ["hermione.safetensors", 0.7, 0.7], "links": {"model": (2, 0), "clip": (2, 1)}},
         {"id": 4, "type": "LoadImage", "pos": [20, 360], "size": [320, 340], "widgets": ["pose.png", "image"]},
-        {"id": 5, "type": "ControlNetLoader", "pos": [20, 740], "widgets": ["control_v11p_sd15_openpose.pth"]},
+        {"id": 5, "type": "ControlNetLoader", "pos": [20, 740], "widgets": ["control_v11p_sd15_openpose_fp16.safetensors"]},
         {"id": 6, "type": "EDLoRATextEncode", "pos": [780, 20], "size": [380, 140],
          "widgets": ["two people standing side by side in a library, best quality"], "links": {"clip": (3, 1)}},
         {"id": 7, "type": "EDLoRATextEncode", "pos": [780, 190], "size": [380, 140], "widgets": [NEGATIVE],
