@@ -157,8 +157,8 @@ class RegionScaledControl:
         scale = torch.where(count > 0, total / count.clamp(min=1), torch.ones(h, w))
         return scale.to(device=device, dtype=dtype)  # (h, w)
 
-    def get_control(self, x_noisy, t, cond, batched_number):
-        out = self.inner.get_control(x_noisy, t, cond, batched_number)
+    def get_control(self, *args, **kwargs):  # (x_noisy, t, cond, batched_number[, transformer_options])
+        out = self.inner.get_control(*args, **kwargs)
         if out is None or not self.regions:
             return out
         for key, tensors in out.items():

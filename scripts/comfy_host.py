@@ -80,7 +80,6 @@ def boot(workdir: str, pack_dir: str = REPO) -> Host:
     else:
         nodes.init_custom_nodes()
     _set_dirs(workdir)
-    name = os.path.basename(os.path.abspath(pack_dir))
     if not _run(nodes.load_custom_node(os.path.abspath(pack_dir))):
         raise RuntimeError(f"ComfyUI could not load the pack from {pack_dir}; see the log above.")
     import comfy.model_management as mm
@@ -88,6 +87,10 @@ def boot(workdir: str, pack_dir: str = REPO) -> Host:
 
     # main.py installs this hook; without it interrupts never fire during sampling
     comfy.utils.set_progress_bar_global_hook(lambda *a, **k: mm.throw_exception_if_processing_interrupted())
+    init = os.path.join(os.path.abspath(pack_dir), "__init__.py")
+    # ComfyUI 2024 names the module after the folder; newer hosts after the whole path ("." -> "_x_")
+    name = next(n for n, m in list(sys.modules.items())
+                if getattr(m, "__file__", None) and os.path.abspath(m.__file__) == init)
     host = Host(comfy=comfy, pack_module=sys.modules[name], pack_name=name, workdir=workdir)
     _STATE["host"] = host
     return host
@@ -152,14 +155,18 @@ def run_prompt(prompt: dict[str, Any]) -> RunResult:
     if not valid[0]:
         return RunResult(False, {}, [], f"validation failed: {valid[1]} {valid[3]}")
     server = _Server()
-    executor = execution.PromptExecutor(server)
+    params = inspect.signature(execution.PromptExecutor.__init__).parameters
+    if "cache_args" in params:  # newer hosts: main.py passes these
+        executor = execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0})
+    else:
+        executor = execution.PromptExecutor(server)
     _run(executor.execute(prompt, str(uuid.uuid4()), {}, valid[2]))
     messages = list(getattr(executor, "status_messages", [])) + server.messages
     error = ""
     for event, data in messages:
         if event == "execution_error":
             error = f"{data.get('exception_type')}: {data.get('exception_message')}"
-    outputs = getattr(executor, "history_result", {}).get("outputs", {}) or getattr(executor, "outputs_ui", {})
+    outputs = (getattr(executor, "history_result", None) or {}).get("outputs", {}) or getattr(executor, "outputs_ui", {})
     return RunResult(executor.success, outputs, messages, error)
 
 

@@ -16,7 +16,7 @@ mod = host.pack_module
 assert set(mod.NODE_CLASS_MAPPINGS) <= set(nodes.NODE_CLASS_MAPPINGS)
 assert set(mod.NODE_CLASS_MAPPINGS) == set(mod.NODE_DISPLAY_NAME_MAPPINGS)
 assert mod.WEB_DIRECTORY == "./web/js"
-print("LOADED", host.pack_name, sorted(mod.NODE_CLASS_MAPPINGS))
+print("LOADED", host.pack_name.replace("_x_", ".").rsplit("/", 1)[-1], sorted(mod.NODE_CLASS_MAPPINGS))
 """
 
 

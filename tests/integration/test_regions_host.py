@@ -115,7 +115,12 @@ def test_region_control_strength_replaces_the_global_strength_inside(host, cn, l
     x = torch.randn(2, 4, 8, 8)
     sigma = torch.tensor([1.0, 1.0])
     wrapped.pre_run(model.model, model.model.model_sampling.percent_to_sigma)
-    out = wrapped.get_control(x, sigma, {"c_crossattn": torch.cat([positive[0][0]] * 2)}, 2)
+    import inspect
+
+    args = [x, sigma, {"c_crossattn": torch.cat([positive[0][0]] * 2)}, 2]
+    if "transformer_options" in inspect.signature(wrapped.inner.get_control).parameters:  # newer hosts
+        args.append({})
+    out = wrapped.get_control(*args)
     residual = next(t for t in out["output"] if t is not None)  # (B, C, h, w)
     half = residual.shape[-1] // 2
     assert torch.count_nonzero(residual[..., :half]) == 0 and torch.count_nonzero(residual[..., half:]) > 0
