@@ -90,7 +90,20 @@ def _value(browser, node_id):
                                  ".find(w => w.name === 'regions_json').value", node_id))
 
 
-def test_draw_move_prompt_queue_and_delete_a_box(browser):
+VUE_GAP = pytest.mark.xfail(strict=True, reason="known gap: with the frontend's Vue node rendering (1.35) the "
+                             "pointer drag does not reach the editor canvas yet; classic canvas works")
+
+
+@pytest.mark.parametrize("rendering", ["canvas", pytest.param("vue_nodes", marks=VUE_GAP)])
+def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
+    has_vue = browser.js("return !!(app.ui?.settings?.getSettingValue && "
+                         "app.ui.settings.getSettingValue('Comfy.VueNodes.Enabled') !== undefined)")
+    if rendering == "vue_nodes" and not has_vue:
+        pytest.skip("this ComfyUI's frontend has no Vue node rendering (the 2024 UI); run with a newer COMFYUI_PATH")
+    if has_vue:
+        browser.js_async("const done = arguments[arguments.length - 1];"
+                         "app.ui.settings.setSettingValueAsync('Comfy.VueNodes.Enabled', arguments[0]).then(() => done(1));",
+                         rendering == "vue_nodes")
     node_id = browser.js("""
         app.graph.clear();
         const node = LiteGraph.createNode('RegionBoxes');
@@ -103,7 +116,8 @@ def test_draw_move_prompt_queue_and_delete_a_box(browser):
         const done = arguments[arguments.length - 1];
         requestAnimationFrame(() => requestAnimationFrame(() => {
           app.canvas.draw(true, true);
-          const r = document.querySelector('.mixofshow-region-editor canvas').getBoundingClientRect();
+          const all = [...document.querySelectorAll('.mixofshow-region-editor canvas')];
+          const r = all[all.length - 1].getBoundingClientRect();
           done({left: r.left, top: r.top, width: r.width, height: r.height});
         }));""")
     assert rect["width"] > 100 and rect["height"] > 100

@@ -97,6 +97,7 @@ export function attachRegionEditor(node) {
       render();
       e.preventDefault();
     }
+    e.stopPropagation(); // keys typed in the editor are not graph shortcuts (Delete would remove the node)
   });
   prompt.addEventListener("input", () => {
     if (state.selected < 0) return;
