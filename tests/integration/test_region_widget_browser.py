@@ -73,12 +73,7 @@ def browser(tmp_path_factory):
                 time.sleep(0.1)
         with running_server(tmp_path_factory.mktemp("browser")) as url:
             b = Browser(f"http://127.0.0.1:{port}")
-            b.call("POST", "/url", {"url": url})
-            for _ in range(100):
-                if b.js("return !!(window.app && window.app.graph && window.LiteGraph && "
-                        "LiteGraph.registered_node_types['RegionBoxes'])"):
-                    break
-                time.sleep(0.2)
+            b.url = url
             yield b
             b.close()
     finally:
@@ -90,12 +85,18 @@ def _value(browser, node_id):
                                  ".find(w => w.name === 'regions_json').value", node_id))
 
 
-VUE_GAP = pytest.mark.xfail(strict=True, reason="known gap: with the frontend's Vue node rendering (1.35) the "
-                             "pointer drag does not reach the editor canvas yet; classic canvas works")
+VUE_GAP = pytest.mark.xfail(strict=True, reason="known gap: under the current frontend's Vue node rendering this "
+                             "scripted drag creates no box (a manual check in a fresh page did); classic canvas works")
 
 
 @pytest.mark.parametrize("rendering", ["canvas", pytest.param("vue_nodes", marks=VUE_GAP)])
 def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
+    browser.call("POST", "/url", {"url": browser.url})  # a fresh page per rendering mode
+    for _ in range(100):
+        if browser.js("return !!(window.app && window.app.graph && window.LiteGraph && "
+                      "LiteGraph.registered_node_types['RegionBoxes'])"):
+            break
+        time.sleep(0.2)
     has_vue = browser.js("return !!(app.ui?.settings?.getSettingValue && "
                          "app.ui.settings.getSettingValue('Comfy.VueNodes.Enabled') !== undefined)")
     if rendering == "vue_nodes" and not has_vue:
@@ -112,12 +113,16 @@ def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
         app.canvas.ds.offset = [0, 0]; app.canvas.ds.scale = 1;
         app.canvas.setDirty(true, true);
         return node.id;""")
+    time.sleep(1.5)  # let the frontend mount and lay out the node (Vue nodes mount asynchronously)
     rect = browser.js_async("""
         const done = arguments[arguments.length - 1];
         requestAnimationFrame(() => requestAnimationFrame(() => {
           app.canvas.draw(true, true);
-          const all = [...document.querySelectorAll('.mixofshow-region-editor canvas')];
-          const r = all[all.length - 1].getBoundingClientRect();
+          const shown = [...document.querySelectorAll('.mixofshow-region-editor canvas')].filter((c) => {
+            const b = c.getBoundingClientRect();  // the live editor: the element found at its own centre
+            return b.width > 0 && document.elementFromPoint(b.left + b.width / 2, b.top + b.height / 2) === c;
+          });
+          const r = shown[shown.length - 1].getBoundingClientRect();
           done({left: r.left, top: r.top, width: r.width, height: r.height});
         }));""")
     assert rect["width"] > 100 and rect["height"] > 100
@@ -136,7 +141,8 @@ def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
     moved = _value(browser, node_id)["regions"][0]
     assert abs(moved["x"] - box["x"] - 0.1) < 0.03 and abs(moved["y"] - box["y"] - 0.05) < 0.03
 
-    element = browser.call("POST", "/element", {"using": "css selector", "value": ".mixofshow-region-editor input"})
+    element = browser.js("return [...document.querySelectorAll('.mixofshow-region-editor input')]"
+                         ".filter((e) => e.offsetParent !== null)[0]")
     browser.call("POST", f"/element/{list(element.values())[0]}/value", {"text": "a <cat1> <cat2>"})
     assert _value(browser, node_id)["regions"][0]["prompt"] == "a <cat1> <cat2>"
 
@@ -155,6 +161,7 @@ def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
     assert queued["version"] == 1 and queued["regions"][0]["prompt"] == "a <cat1> <cat2>"
 
     browser.drag([at(0.45, 0.5), at(0.45, 0.5)])  # click to select, then Delete
-    canvas = browser.call("POST", "/element", {"using": "css selector", "value": ".mixofshow-region-editor canvas"})
+    canvas = browser.js("return [...document.querySelectorAll('.mixofshow-region-editor canvas')]"
+                        ".filter((e) => e.offsetParent !== null).pop()")
     browser.call("POST", f"/element/{list(canvas.values())[0]}/value", {"text": "\ue017"})
     assert _value(browser, node_id)["regions"] == []

@@ -50,9 +50,35 @@ export function attachRegionEditor(node) {
   };
   const point = (e) => toFraction(e.clientX, e.clientY, canvas.getBoundingClientRect());
 
+  // Move/up are followed on window: a host element may capture the pointer (the Vue node renderer does).
+  const onMove = (e) => {
+    if (!state.drag) return;
+    const p = point(e);
+    const d = state.drag;
+    if (d.mode === "draw") state.draft = boxFromDrag(d.start, p);
+    else if (d.mode === "move") state.boxes[state.selected] = moveBox(d.box, p.x - d.start.x, p.y - d.start.y);
+    else state.boxes[state.selected] = resizeBox(d.box, p);
+    render();
+  };
+  const finish = () => {
+    window.removeEventListener("pointermove", onMove, true);
+    window.removeEventListener("pointerup", finish, true);
+    window.removeEventListener("pointercancel", finish, true);
+    if (!state.drag) return;
+    if (state.drag.mode === "draw" && state.draft && isUsable(state.draft)) {
+      state.boxes.push({ ...state.draft, prompt: "", negative: "" });
+      state.selected = state.boxes.length - 1;
+    }
+    state.drag = null;
+    state.draft = null;
+    commit();
+    render();
+  };
   canvas.addEventListener("pointerdown", (e) => {
     canvas.focus();
-    canvas.setPointerCapture?.(e.pointerId);
+    window.addEventListener("pointermove", onMove, true);
+    window.addEventListener("pointerup", finish, true);
+    window.addEventListener("pointercancel", finish, true);
     const p = point(e);
     const hit = hitTest(state.boxes, p);
     if (hit) {
@@ -67,28 +93,6 @@ export function attachRegionEditor(node) {
     e.preventDefault();
     e.stopPropagation();
   });
-  canvas.addEventListener("pointermove", (e) => {
-    if (!state.drag) return;
-    const p = point(e);
-    const d = state.drag;
-    if (d.mode === "draw") state.draft = boxFromDrag(d.start, p);
-    else if (d.mode === "move") state.boxes[state.selected] = moveBox(d.box, p.x - d.start.x, p.y - d.start.y);
-    else state.boxes[state.selected] = resizeBox(d.box, p);
-    render();
-  });
-  const finish = () => {
-    if (!state.drag) return;
-    if (state.drag.mode === "draw" && state.draft && isUsable(state.draft)) {
-      state.boxes.push({ ...state.draft, prompt: "", negative: "" });
-      state.selected = state.boxes.length - 1;
-    }
-    state.drag = null;
-    state.draft = null;
-    commit();
-    render();
-  };
-  canvas.addEventListener("pointerup", finish);
-  canvas.addEventListener("pointercancel", finish);
   canvas.addEventListener("keydown", (e) => {
     if ((e.key === "Delete" || e.key === "Backspace") && state.selected >= 0) {
       state.boxes.splice(state.selected, 1);
