@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import comfy_host  # noqa: E402
 import test_assets  # noqa: E402
-
-
-def timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+from timing import interleaved_medians  # noqa: E402
 
 
 def main() -> None:
@@ -51,17 +44,11 @@ def main() -> None:
             "EDLoRATextEncode (with concept words)": lambda: concept_nodes.EDLoRATextEncode().encode(clip, concept_text),
             "EDLoRATextEncode (no concept words)": lambda: concept_nodes.EDLoRATextEncode().encode(clip, plain_text),
         }
-        for fn in cases.values():
-            fn()  # warm-up: weight patching, tokenizer caches
-        times = {name: [] for name in cases}
-        for _ in range(args.repeats):
-            for name, fn in cases.items():
-                times[name].append(timed(fn))
-        base = statistics.median(times["CLIPTextEncode (plain prompt)"])
+        times = interleaved_medians(cases, args.repeats)
+        base = times["CLIPTextEncode (plain prompt)"]
         print(f"layer-wise encoding, SD1.5 shape (16 layers, CLIP-L), median of {args.repeats}, CPU threads "
               f"{torch.get_num_threads()}")
-        for name, values in times.items():
-            med = statistics.median(values)
+        for name, med in times.items():
             print(f"  {name:40s} {med * 1000:8.1f} ms   ratio {med / base:6.2f}x")
 
         plain = nodes.CLIPTextEncode().encode(clip, plain_text)[0]
@@ -78,16 +65,10 @@ def main() -> None:
 
         runs = {"plain model, plain conds": sample(unpatched, plain, plain_neg),
                 "layer patch, layer-wise conds": sample(model, packed, packed_neg)}
-        for fn in runs.values():
-            fn()
-        stimes = {name: [] for name in runs}
-        for _ in range(max(3, args.repeats // 2)):
-            for name, fn in runs.items():
-                stimes[name].append(timed(fn))
-        base = statistics.median(stimes["plain model, plain conds"])
+        stimes = interleaved_medians(runs, max(3, args.repeats // 2))
+        base = stimes["plain model, plain conds"]
         print(f"sampling {args.steps} steps at 256x256 with CFG (cond+uncond batched)")
-        for name, values in stimes.items():
-            med = statistics.median(values)
+        for name, med in stimes.items():
             print(f"  {name:40s} {med:8.2f} s    ratio {med / base:6.2f}x")
 
 

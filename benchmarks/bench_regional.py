@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 import comfy_host  # noqa: E402
 import test_assets  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 
 def main() -> None:
@@ -48,21 +47,13 @@ def main() -> None:
             models[f"{count} regions"] = region_nodes.ApplyRegions().apply(model, regions)[0]
 
         def run(m):
-            return nodes.common_ksampler(m, 0, args.steps, 7.0, "euler", "normal", positive, negative, latent)
+            return lambda: nodes.common_ksampler(m, 0, args.steps, 7.0, "euler", "normal", positive, negative, latent)
 
-        for m in models.values():
-            run(m)  # warm-up
-        times = {name: [] for name in models}
-        for _ in range(args.repeats):
-            for name, m in models.items():
-                start = time.perf_counter()
-                run(m)
-                times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["plain"])
+        times = interleaved_medians({name: run(m) for name, m in models.items()}, args.repeats)
+    base = times["plain"]
     print(f"regional sampling, SD1.5 shape, {args.size}x{args.size}, {args.steps} steps, CFG, "
           f"median of {args.repeats}, CPU threads {torch.get_num_threads()}")
-    for name, values in times.items():
-        med = statistics.median(values)
+    for name, med in times.items():
         print(f"  {name:12s} {med:7.2f} s   ratio {med / base:5.2f}x")
 
 

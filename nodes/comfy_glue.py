@@ -27,7 +27,7 @@ from ..mixofshow_core.concept import Concept, family_for_text_width
 from ..mixofshow_core.errors import BaseModelMismatchError, ConceptWordError, KeyMappingError
 from ..mixofshow_core.formats import kohya
 from ..mixofshow_core.unet_layout import CrossAttnSite, UNetLayout, map_unet_modules
-from ..mixofshow_core.words import find_words, substitute
+from ..mixofshow_core.words import find_words, substitute, unknown_angle_words
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +261,22 @@ def _pick_sentinels(clip: Any, text: str, count: int) -> dict[str, int]:
     return picked
 
 
+def _tokenize_with_stand_ins(clip: Any, text: str, registry: dict) -> tuple[list[list[tuple]], dict[int, str]]:
+    """Tokenize ``text`` with each concept word as a one-token stand-in: (chunks, stand-in token -> word)."""
+    words = list(dict.fromkeys(find_words(text, registry)))
+    if not words:
+        return clip.tokenize(text)["l"], {}
+    sentinels = _pick_sentinels(clip, text, len(words))
+    chunks = clip.tokenize(substitute(text, dict(zip(words, sentinels))))["l"]
+    return chunks, {token: word for word, token in zip(words, sentinels.values())}
+
+
+def _first_end(clip: Any, chunk: list[tuple]) -> int | None:
+    """Index of the first end token after BOS in a token chunk."""
+    end = clip.tokenizer.clip_l.end_token
+    return next((j for j, t in enumerate(chunk) if j > 0 and t[0] == end), None)
+
+
 def layer_contexts(clip: Any, text: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Encode ``text`` once per layer: (contexts [L, T, D], pooled [1, P], concept-token positions).
 
@@ -269,14 +285,10 @@ def layer_contexts(clip: Any, text: str) -> tuple[torch.Tensor, torch.Tensor, li
     """
     registry = concept_registry(clip)
     layers = next(iter(registry.values()))["embedding"].shape[0]
-    words = list(dict.fromkeys(find_words(text, registry)))
-    if not words:
-        cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+    chunks, token_word = _tokenize_with_stand_ins(clip, text, registry)
+    if not token_word:
+        cond, pooled = clip.encode_from_tokens({"l": chunks}, return_pooled=True)
         return cond[0].unsqueeze(0).expand(layers, -1, -1), pooled, []
-    sentinels = _pick_sentinels(clip, text, len(words))
-    stand_in = dict(zip(words, sentinels))
-    token_word = {token: word for word, token in zip(words, sentinels.values())}
-    chunks = clip.tokenize(substitute(text, stand_in))["l"]
     per_layer = []
     for layer in range(layers):
         for chunk in chunks:
@@ -291,8 +303,7 @@ def layer_contexts(clip: Any, text: str) -> tuple[torch.Tensor, torch.Tensor, li
     width = len(chunks[0])
     positions = [c * width + j for c, chunk in enumerate(chunks) for j, t in enumerate(chunk)
                  if isinstance(t[0], int) and t[0] in token_word]
-    end = clip.tokenizer.clip_l.end_token
-    eos = next((j for j, t in enumerate(chunks[-1]) if j > 0 and t[0] == end), None)
+    eos = _first_end(clip, chunks[-1])
     if eos is not None:
         positions.append((len(chunks) - 1) * width + eos)
     return contexts, pooled, positions
@@ -300,12 +311,9 @@ def layer_contexts(clip: Any, text: str) -> tuple[torch.Tensor, torch.Tensor, li
 
 def prompt_length(clip: Any, text: str) -> int:
     """Tokens of ``text`` up to and including the first end token (concept words count one each)."""
-    registry = concept_registry(clip)
-    words = list(dict.fromkeys(find_words(text, registry)))
-    stand_in = dict(zip(words, _pick_sentinels(clip, text, len(words)))) if words else {}
-    chunk = clip.tokenize(substitute(text, stand_in))["l"][0]
-    end = clip.tokenizer.clip_l.end_token
-    return next((j + 1 for j, t in enumerate(chunk) if j > 0 and t[0] == end), len(chunk))
+    chunk = _tokenize_with_stand_ins(clip, text, concept_registry(clip))[0][0]
+    eos = _first_end(clip, chunk)
+    return len(chunk) if eos is None else eos + 1
 
 
 def encode_layerwise(clip: Any, text: str) -> list[list[Any]]:
@@ -327,8 +335,6 @@ def encode_layerwise(clip: Any, text: str) -> list[list[Any]]:
 
 def prompt_warnings(clip: Any, text: str) -> list[str]:
     """Human-readable problems with concept words in ``text`` (unknown <words>, half-used concepts)."""
-    from ..mixofshow_core.words import unknown_angle_words
-
     registry = concept_registry(clip)
     found = set(find_words(text, registry))
     notes = []

@@ -126,8 +126,7 @@ class EDLoRAExport:
 
     def export(self, concept_name, format, filename, words=""):
         writer, folder = EXPORT_FORMATS[format]
-        name = os.path.basename(filename.strip()) or "concept_lora"
-        target = os.path.join(paths.output_folder(folder), f"{name}.safetensors")
+        target = paths.output_file(folder, filename, "concept_lora")
         concept = load_concept(paths.concept_path(concept_name))
         if words.strip():
             concept = rename_words(concept, words.split())

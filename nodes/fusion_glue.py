@@ -162,8 +162,8 @@ class _Solver:
         return out
 
 
-def _scaled(loras: dict, alpha: float, keep: Callable[[str], bool]) -> dict[str, ScaledLoRA]:
-    return {m: ScaledLoRA(p, alpha) for m, p in loras.items() if keep(m)}
+def _scaled(loras: dict, alpha: float) -> dict[str, ScaledLoRA]:
+    return {m: ScaledLoRA(p, alpha) for m, p in loras.items()}
 
 
 def _lora_part(concept: Concept, text: bool, unet_filter: Callable[[str], bool]) -> Concept:
@@ -240,7 +240,7 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
     text_modules = sorted({m for i in items for m in i.concept.text_lora})
     text_in = {m: text_root.get_submodule(_CLIP_PREFIX + m).weight.shape for m in text_modules}
     text_groups = _groups({m: (s[1], s[0]) for m, s in text_in.items()}, _text_group)
-    per_text = [_scaled(i.concept.text_lora, i.text_alpha * i.concept.alpha, lambda m: True) for i in items]
+    per_text = [_scaled(i.concept.text_lora, i.text_alpha * i.concept.alpha) for i in items]
     stage = _Stage("text encoder", len(items) + len(text_groups), tick_log)
     text_w0: dict[str, torch.Tensor] = {}
     if cfg.mode == "lbfgs":
@@ -277,7 +277,7 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
     kv_modules = [m for m in unet_modules if _KV.search(m)]
     ldm = {m: layout.diffusers_to_ldm(m) for m in unet_modules}
     shapes = {m: unet.get_submodule(ldm[m]).weight.shape for m in unet_modules}
-    per_unet = [_scaled(i.concept.unet_lora, i.unet_alpha * i.concept.alpha, lambda m: True) for i in items]
+    per_unet = [_scaled(i.concept.unet_lora, i.unet_alpha * i.concept.alpha) for i in items]
     kv_groups = _groups({m: (shapes[m][1], shapes[m][0]) for m in kv_modules}, lambda m: m.rsplit(".", 1)[0])
     stage = _Stage("cross-attention K/V", len(items) + len(kv_groups), tick_log)
     unet_w0: dict[str, torch.Tensor] = {}

@@ -124,8 +124,7 @@ class GradientFusion:
 
         fused_model, fused_clip, deltas, report = fusion_glue.fuse(base_model, base_clip, items, cfg, progress)
         if lora_filename.strip():
-            target = os.path.join(paths.output_folder("loras"), os.path.basename(lora_filename.strip()))
-            kohya.write_diff(deltas["text"], deltas["unet"], target + ".safetensors")
+            kohya.write_diff(deltas["text"], deltas["unet"], paths.output_file("loras", lora_filename, "fused"))
         logger.info("[Mix-of-Show] %s", report.text())
         return fused_model, fused_clip, report.text()
 
@@ -160,9 +159,9 @@ class EDLoRASaveBundle:
             if entry["group"] not in groups:
                 groups.append(entry["group"])
         words = [w for g in groups for w in g]
+        target = paths.output_file(paths.EDLORA_FOLDER, filename, "fused_concepts")
         bundle = Concept(words=words, embeddings={w: registry[w]["embedding"] for w in words},
-                         name=os.path.basename(filename.strip()) or "fused_concepts", word_groups=groups)
-        target = os.path.join(paths.output_folder(paths.EDLORA_FOLDER), f"{bundle.name}.safetensors")
+                         name=os.path.splitext(os.path.basename(target))[0], word_groups=groups)
         WRITERS["edlora"](bundle, target)
         return {"ui": {"text": [target]}, "result": (target,)}
 

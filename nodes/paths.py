@@ -35,8 +35,8 @@ def concept_path(name: str) -> str:
     return path
 
 
-def output_folder(kind: str) -> str:
-    """First folder registered for ``kind`` (e.g. "loras", "edloras"), created if missing."""
+def output_file(kind: str, filename: str, default: str) -> str:
+    """``<first folder of kind>/<filename>.safetensors``; the name is reduced to a base name (no paths)."""
     folder = folder_paths.get_folder_paths(kind)[0]
     os.makedirs(folder, exist_ok=True)
-    return folder
+    return os.path.join(folder, f"{os.path.basename(filename.strip()) or default}.safetensors")
