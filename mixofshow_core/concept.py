@@ -37,6 +37,7 @@ class Concept:
         name: display name (defaults to the words joined by a space).
         base_family: "sd1", "sd2", "sdxl"; derived from the text width when not given.
         word_groups: which words form one concept (a fused bundle holds several); default [words].
+        orthogonal: for Orthogonal Adaptation concepts, {"basis", "slot", "scale", "rank"}; else {}.
     """
 
     words: list[str]
@@ -47,6 +48,7 @@ class Concept:
     name: str = ""
     base_family: str = ""
     word_groups: list[list[str]] = field(default_factory=list)
+    orthogonal: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.words:
@@ -120,4 +122,5 @@ def rename_words(concept: Concept, new_words: list[str]) -> Concept:
         name=" ".join(new_words),
         base_family=concept.base_family,
         word_groups=[[mapping[w] for w in g] for g in concept.word_groups],
+        orthogonal=dict(concept.orthogonal),
     )

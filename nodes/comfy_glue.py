@@ -237,7 +237,7 @@ def without_loaded_concepts(model: Any, clip: Any) -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------- layer-wise prompt encoding
-def _single_token(clip: Any, word: str) -> int | None:
+def single_token(clip: Any, word: str) -> int | None:
     chunk = clip.tokenize(word)["l"][0]
     ids = [t[0] for t in chunk]
     end = ids.index(ids[-1]) if ids else 0  # first pad/end token after the word
@@ -245,13 +245,14 @@ def _single_token(clip: Any, word: str) -> int | None:
     return inner[0] if len(inner) == 1 and isinstance(inner[0], int) else None
 
 
-def _pick_sentinels(clip: Any, text: str, count: int) -> dict[str, int]:
+def pick_stand_ins(clip: Any, text: str, count: int) -> dict[str, int]:
+    """``count`` one-token stand-in words (word -> token id) that do not occur in ``text``."""
     present = {t[0] for chunk in clip.tokenize(text)["l"] for t in chunk}
     picked: dict[str, int] = {}
     for word in _SENTINELS:
         if len(picked) == count:
             break
-        token = _single_token(clip, word)
+        token = single_token(clip, word)
         if token is not None and token not in present and word not in text:
             picked[word] = token
     if len(picked) < count:
@@ -266,7 +267,7 @@ def _tokenize_with_stand_ins(clip: Any, text: str, registry: dict) -> tuple[list
     words = list(dict.fromkeys(find_words(text, registry)))
     if not words:
         return clip.tokenize(text)["l"], {}
-    sentinels = _pick_sentinels(clip, text, len(words))
+    sentinels = pick_stand_ins(clip, text, len(words))
     chunks = clip.tokenize(substitute(text, dict(zip(words, sentinels))))["l"]
     return chunks, {token: word for word, token in zip(words, sentinels.values())}
 
@@ -353,6 +354,11 @@ def prompt_warnings(clip: Any, text: str) -> list[str]:
     return notes
 
 
+def embedding_table_module(clip: Any) -> torch.nn.Module:
+    """The CLIP-L token-embedding module (ids -> [.., D])."""
+    return clip.cond_stage_model.clip_l.transformer.get_input_embeddings()
+
+
 def embedding_table(clip: Any) -> torch.Tensor:
     """The CLIP's token-embedding table [V, D] (for initialising or checking concept words)."""
-    return clip.cond_stage_model.clip_l.transformer.get_input_embeddings().weight
+    return embedding_table_module(clip).weight

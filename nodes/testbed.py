@@ -40,8 +40,12 @@ class TinySD1(comfy.supported_models.SD15):
     unet_extra_config = {"num_heads": -1, "num_head_channels": 16}
 
 
-def seeded_init(module: torch.nn.Module, seed: int, std: float = 0.02) -> torch.nn.Module:
-    """Fill every parameter deterministically: norms 1/0, biases 0, other weights N(0, std²)."""
+def seeded_init(module: torch.nn.Module, seed: int, std: float | None = 0.02) -> torch.nn.Module:
+    """Fill every parameter deterministically: norms 1/0, biases 0, other weights N(0, std²).
+
+    ``std=None`` scales each matrix by 1/√fan_in instead (signals keep their size through the depth, so
+    the output responds to every layer: what training tests need).
+    """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in module.named_parameters():
@@ -50,27 +54,28 @@ def seeded_init(module: torch.nn.Module, seed: int, std: float = 0.02) -> torch.
             elif name.endswith("bias") or "norm" in name:
                 p.zero_()
             else:
-                p.copy_(torch.randn(p.shape, generator=g) * std)
+                scale = std if std is not None or p.dim() < 2 or "embedding" in name else p[0].numel() ** -0.5
+                p.copy_(torch.randn(p.shape, generator=g) * (scale if scale is not None else 0.02))
     return module
 
 
-def build_model(seed: int):
+def build_model(seed: int, std: float | None = 0.02):
     config = TinySD1(dict(UNET_CONFIG))
     config.set_inference_dtype(torch.float32, None)
-    model = seeded_init(config.get_model({}), seed)
+    model = seeded_init(config.get_model({}), seed, std)
     return comfy.model_patcher.ModelPatcher(
         model, comfy.model_management.get_torch_device(), comfy.model_management.unet_offload_device()
     )
 
 
-def build_clip(seed: int):
+def build_clip(seed: int, std: float | None = 0.02):
     encoder = functools.partial(
         comfy.sd1_clip.SD1ClipModel,
         clip_model=functools.partial(comfy.sd1_clip.SDClipModel, textmodel_json_config=CLIP_CONFIG),
     )
     target = comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, encoder)
     clip = comfy.sd.CLIP(target, embedding_directory=folder_paths.get_folder_paths("embeddings"))
-    seeded_init(clip.cond_stage_model, seed + 1)
+    seeded_init(clip.cond_stage_model, seed + 1, std)
     return clip
 
 
@@ -80,9 +85,9 @@ def build_vae(seed: int):
     return comfy.sd.VAE(sd=state, config={"params": {"ddconfig": dict(VAE_CONFIG), "embed_dim": 4}})
 
 
-def build_testbed(seed: int = 0):
-    """(MODEL, CLIP, VAE) of the tiny random SD1-architecture checkpoint."""
-    return build_model(seed), build_clip(seed), build_vae(seed)
+def build_testbed(seed: int = 0, std: float | None = 0.02):
+    """(MODEL, CLIP, VAE) of the tiny random SD1-architecture checkpoint (``std``: see ``seeded_init``)."""
+    return build_model(seed, std), build_clip(seed, std), build_vae(seed)
 
 
 def build_controlnet(seed: int):

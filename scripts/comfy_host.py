@@ -54,8 +54,11 @@ class Host:
         return importlib.import_module(f"{self.pack_name}.{module}")
 
 
-def boot(workdir: str, pack_dir: str = REPO) -> Host:
-    """Import ComfyUI once per process, load this pack, and use ``workdir`` for models and outputs."""
+def boot(workdir: str, pack_dir: str = REPO, adapt_backward: bool = True) -> Host:
+    """Import ComfyUI once per process, load this pack, and use ``workdir`` for models and outputs.
+
+    ``adapt_backward`` lets a pre-0.3.41 host back-propagate (scripts/backward_adapter.py), for training.
+    """
     if "host" in _STATE:
         _set_dirs(workdir)
         _STATE["host"].workdir = workdir
@@ -87,6 +90,10 @@ def boot(workdir: str, pack_dir: str = REPO) -> Host:
 
     # main.py installs this hook; without it interrupts never fire during sampling
     comfy.utils.set_progress_bar_global_hook(lambda *a, **k: mm.throw_exception_if_processing_interrupted())
+    if adapt_backward:
+        import backward_adapter
+
+        backward_adapter.apply()  # test host only: see scripts/backward_adapter.py
     init = os.path.join(os.path.abspath(pack_dir), "__init__.py")
     # ComfyUI 2024 names the module after the folder; newer hosts after the whole path ("." -> "_x_")
     name = next(n for n, m in list(sys.modules.items())

@@ -9,7 +9,8 @@ Tensors:
 Metadata (strings): mixofshow.format = "edlora", mixofshow.format_version = "1",
 mixofshow.base_family, mixofshow.layer_count, mixofshow.text_width, mixofshow.words (JSON list),
 mixofshow.rank, mixofshow.alpha, mixofshow.name, mixofshow.word_groups (JSON list of word lists;
-several groups = a bundle of fused concepts).
+several groups = a bundle of fused concepts); optional mixofshow.orthogonal (JSON object: basis, slot,
+scale, rank) for Orthogonal Adaptation concepts.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
         "mixofshow.name": concept.name,
         "mixofshow.word_groups": json.dumps(concept.word_groups),
     }
+    if concept.orthogonal:
+        metadata["mixofshow.orthogonal"] = json.dumps(concept.orthogonal, sort_keys=True)
     return save_safetensors_atomic(tensors, path, metadata)
 
 
@@ -96,8 +99,11 @@ def _from_tensors(path: Path, meta: dict[str, str], tensors: dict[str, torch.Ten
         words = json.loads(meta["mixofshow.words"])
         alpha = float(meta.get("mixofshow.alpha", "1.0"))
         groups = json.loads(meta.get("mixofshow.word_groups", "[]"))
+        orthogonal = json.loads(meta.get("mixofshow.orthogonal", "{}"))
     except (KeyError, ValueError) as err:
-        raise ConceptFileError(f"{path.name}: metadata 'mixofshow.words' or 'mixofshow.alpha' is malformed.") from err
+        raise ConceptFileError(
+            f"{path.name}: metadata 'mixofshow.words', 'mixofshow.alpha' or 'mixofshow.orthogonal' is malformed."
+        ) from err
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         raise ConceptFileError(f"{path.name}: metadata 'mixofshow.words' must be a JSON list of strings, found {words!r}.")
     embeddings: dict[str, torch.Tensor] = {}
@@ -128,6 +134,7 @@ def _from_tensors(path: Path, meta: dict[str, str], tensors: dict[str, torch.Ten
         name=meta.get("mixofshow.name", ""),
         base_family=meta.get("mixofshow.base_family", ""),
         word_groups=groups,
+        orthogonal=orthogonal if isinstance(orthogonal, dict) else {},
     )
     for key, value in (("mixofshow.layer_count", concept.layer_count), ("mixofshow.text_width", concept.text_width)):
         if _meta_int(path, meta, key) != value:
