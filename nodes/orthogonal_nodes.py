@@ -52,7 +52,7 @@ class OrthogonalMerge:
                                                    weight * entry["text_alpha"], source=os.path.basename(entry["path"]),
                                                    path=entry["path"])
         lines = [f"{c.name}: slot {c.orthogonal.get('slot', '-')}, weight {w:.3g}" for c, w in zip(loaded, weights)]
-        lines.append(f"down-projection overlap (max normalised |Bi Bj^T|): {measured['overlap']:.3g}")
+        lines.append(f"down-projection overlap (0 = orthogonal, 1 = same rows): {measured['overlap']:.3g}")
         lines.append(f"crosstalk on each concept's own input subspace (max relative): {measured['crosstalk']:.3g}")
         report = "\n".join(lines + notes)
         logger.info("[Mix-of-Show] orthogonal merge\n%s", report)

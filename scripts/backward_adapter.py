@@ -22,8 +22,8 @@ def needs_adapting() -> bool:
     """True when the host as shipped adds residuals in place (whether or not it is adapted right now)."""
     from comfy.ldm.modules import attention
 
-    original = _saved.get("_forward", attention.BasicTransformerBlock._forward)
-    return bool(_INPLACE.search(inspect.getsource(original)))
+    original = _saved.get("_forward", getattr(attention.BasicTransformerBlock, "_forward", None))
+    return original is not None and bool(_INPLACE.search(inspect.getsource(original)))
 
 
 def apply() -> bool:

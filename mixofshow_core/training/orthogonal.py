@@ -75,7 +75,8 @@ def interference(concepts: list[Concept], weights: list[float]) -> dict[str, flo
     """Measured crosstalk between concepts about to be summed.
 
     Returns:
-        overlap: max over layers and pairs of ‖Bᵢ Bⱼᵀ‖_F / (‖Bᵢ‖_F ‖Bⱼ‖_F) (0 = orthogonal down factors).
+        overlap: max over layers and pairs of ‖Bᵢ Bⱼᵀ‖_F / √(‖Bᵢ Bᵢᵀ‖_F ‖Bⱼ Bⱼᵀ‖_F): 0 for orthogonal down
+            factors, 1 for identical ones.
         crosstalk: max over layers and ordered pairs of ‖λⱼ ΔWⱼ Bᵢᵀ‖_F / ‖λᵢ ΔWᵢ Bᵢᵀ‖_F, the other concept's
             change on concept i's input subspace relative to concept i's own (0 = none).
     """
@@ -87,7 +88,8 @@ def interference(concepts: list[Concept], weights: list[float]) -> dict[str, flo
             if bi.shape[1] != bj.shape[1]:
                 continue
             if i < j:
-                overlap = max(overlap, float((bi @ bj.T).norm() / (bi.norm() * bj.norm()).clamp_min(1e-30)))
+                scale = ((bi @ bi.T).norm() * (bj @ bj.T).norm()).sqrt().clamp_min(1e-30)
+                overlap = max(overlap, float((bi @ bj.T).norm() / scale))
             part, module = key.split(":", 1)
             pi = (concepts[i].text_lora if part == "text" else concepts[i].unet_lora)[module]
             pj = (concepts[j].text_lora if part == "text" else concepts[j].unet_lora)[module]
