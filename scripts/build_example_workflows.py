@@ -31,6 +31,11 @@ SLOTS = {
     "ControlNetApplyAdvanced": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                                  ("control_net", "CONTROL_NET"), ("image", "IMAGE")],
                                 [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    "EDLoRADatasetFromFolder": ([], [("dataset", "MOS_DATASET"), ("preview", "IMAGE")]),
+    "EDLoRATrain": ([("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE"), ("dataset", "MOS_DATASET")],
+                    [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("concept_file", "STRING"), ("loss_plot", "IMAGE"),
+                     ("validation", "IMAGE"), ("report", "STRING")]),
+    "PreviewImage": ([("images", "IMAGE")], []),
     "RegionBoxes": ([("clip", "CLIP"), ("image", "IMAGE"), ("regions", "MOS_REGIONS")], [("regions", "MOS_REGIONS")]),
     "RegionalKSampler": ([("model", "MODEL"), ("regions", "MOS_REGIONS"), ("positive", "CONDITIONING"),
                           ("negative", "CONDITIONING"), ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
@@ -176,10 +181,31 @@ def regional_pose():
     return build(nodes, "Regions: two concepts in two boxes with a pose ControlNet")
 
 
+def train_one():
+    """Train a concept from a folder of images (paper defaults), then sample it with the returned MODEL/CLIP."""
+    train_widgets = [
+        "my_concept", "<mychar1> <mychar2>", "<rand-0.013> man", 0, 500, 2, 512, 0, "fixed", True,  # required
+        "edlora", 0, 1e-3, 1e-5, 1e-4, 4, 1.0, 0.01, True, 0.01, True, False, 0.01, False, 0.55,  # recipe
+        "paper", "human", True, "auto", False, 100,  # data and run options
+        "a photo of <mychar1> <mychar2>\n<mychar1> <mychar2> on the beach", 500, 30, 7.5,  # validation
+    ]
+    nodes = [
+        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120], "widgets": ["v1-5-pruned-emaonly.safetensors"]},
+        {"id": 2, "type": "EDLoRADatasetFromFolder", "pos": [40, 300], "size": [360, 110],
+         "widgets": ["training/my_concept", "<TOK>"]},
+        {"id": 3, "type": "EDLoRATrain", "pos": [440, 60], "size": [400, 900], "widgets": train_widgets,
+         "links": {"model": (1, 0), "clip": (1, 1), "vae": (1, 2), "dataset": (2, 0)}},
+        {"id": 4, "type": "PreviewImage", "pos": [440, 1000], "size": [400, 300], "links": {"images": (3, 3)}},
+    ]
+    nodes += sampling_tail((3, 0), (3, 1), "a <mychar1> <mychar2> in a garden, best quality", 512, 512, 5)
+    return build(nodes, "Train one ED-LoRA concept, then sample it")
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     for name, workflow in (("edlora_single_concept", single_concept()), ("edlora_two_concepts", two_concepts()),
-                           ("fuse_three_concepts", fuse_three()), ("regional_two_concepts_pose", regional_pose())):
+                           ("fuse_three_concepts", fuse_three()), ("regional_two_concepts_pose", regional_pose()),
+                           ("train_one_concept", train_one())):
         with open(os.path.join(OUT, f"{name}.json"), "w") as f:
             json.dump(workflow, f, indent=2)
             f.write("\n")

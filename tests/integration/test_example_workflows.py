@@ -62,6 +62,19 @@ def test_workflow_runs_with_official_checkpoints(host, sd15, path):
 
             Image.new("RGB", (64, 64), (20, 200, 40)).save(os.path.join(folder_paths.get_input_directory(),
                                                                         inputs["image"]))
+        elif node["class_type"] == "EDLoRADatasetFromFolder":
+            import folder_paths
+            from PIL import Image
+
+            folder = os.path.join(folder_paths.get_input_directory(), inputs["folder"])
+            os.makedirs(folder, exist_ok=True)
+            for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
+                Image.new("RGB", (72, 64), colour).save(os.path.join(folder, f"photo{i}.png"))
+        elif node["class_type"] == "EDLoRATrain":
+            # every widget landed on its input (the UI list has no names)
+            assert (inputs["mode"], inputs["crop"], inputs["validation_cfg"], inputs["resume"]) == (
+                "edlora", "paper", 7.5, True)
+            inputs.update(steps=2, batch_size=1, resolution=64, validation_steps=1, resume=False)
         elif node["class_type"] == "ControlNetLoader":
             control = test_assets.sd15_controlnet(os.path.join(comfy_host.REPO, ".cache", "test-assets"))
             link = os.path.join(host.models("controlnet"), inputs["control_net_name"])
@@ -69,7 +82,7 @@ def test_workflow_runs_with_official_checkpoints(host, sd15, path):
                 os.symlink(control, link)
     result = comfy_host.run_prompt(prompt)
     assert result.success, result.error
-    images = [i for out in result.outputs.values() for i in out.get("images", [])]
+    images = [i for out in result.outputs.values() for i in out.get("images", []) if i.get("type") == "output"]
     assert images and os.path.isfile(os.path.join(host.output(), images[0]["subfolder"], images[0]["filename"]))
     for saved in glob.glob(os.path.join(host.output(), "checkpoints", "*.safetensors")):
         os.remove(saved)  # the fused full-size checkpoint is 3.9 GB; its reload is tested in test_fusion_fullsize
