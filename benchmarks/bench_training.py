@@ -37,8 +37,9 @@ def _load(host, kind: str):
     if kind == "testbed":
         with torch.inference_mode():
             return host.pack("nodes.testbed").build_testbed(0, std=None)
-    import nodes
     import test_assets
+
+    import nodes
 
     path = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
     link = os.path.join(host.models("checkpoints"), "sd15_random.safetensors")
@@ -56,9 +57,8 @@ def _lora_algorithm() -> str:
 
 
 def _child(args) -> dict:
-    import torch
-
     import comfy_host
+    import torch
 
     host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-bench-train-"))
     model, clip, vae = _load(host, args.model)
@@ -85,11 +85,13 @@ def _child(args) -> dict:
             TrainLoraNode.execute(
                 model=[model], latents=[latents], positive=[positive], batch_size=[2], steps=[args.steps],
                 grad_accumulation_steps=[1], learning_rate=[1e-4], rank=[args.rank], optimizer=["AdamW"],
-                loss_function=["MSE"], seed=[0], training_dtype=[dtype], lora_dtype=[dtype], algorithm=[_lora_algorithm()],
+                loss_function=["MSE"], seed=[0], training_dtype=[dtype], lora_dtype=[dtype],
+                algorithm=[_lora_algorithm()],
                 gradient_checkpointing=[False], existing_lora=["[None]"], bucket_mode=[False])
         seconds = time.perf_counter() - start
         peak = (torch.cuda.max_memory_allocated() / 2**20) if gpu else _peak_mb()
-    return {"steps_per_s": args.steps / seconds, "peak_mb": peak - (0 if gpu else base), "device": "cuda" if gpu else "cpu"}
+    return {"steps_per_s": args.steps / seconds, "peak_mb": peak - (0 if gpu else base),
+            "device": "cuda" if gpu else "cpu"}
 
 
 def main() -> None:

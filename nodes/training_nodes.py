@@ -50,8 +50,8 @@ class EDLoRADataset:
 class EDLoRADatasetFromFolder:
     DESCRIPTION = (
         "Training images of one concept from a folder (absolute, or relative to ComfyUI's input folder): name.png "
-        f"with an optional caption name.txt (first line, with {PLACEHOLDER}) beside it or in captions/, and an optional "
-        "mask masks/name.png."
+        f"with an optional caption name.txt (first line, with {PLACEHOLDER}) beside it or in captions/, and an "
+        "optional mask masks/name.png."
     )
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MOS_DATASET", "IMAGE")
@@ -65,8 +65,8 @@ class EDLoRADatasetFromFolder:
             "required": {
                 "folder": ("STRING", _tip("Folder with the images, e.g. 'training/potter' under input/.",
                                           default="training/my_concept")),
-                "default_caption": ("STRING", _tip(f"Caption for images without a .txt file; must contain {PLACEHOLDER}.",
-                                                   default=PLACEHOLDER)),
+                "default_caption": ("STRING", _tip(
+                    f"Caption for images without a .txt file; must contain {PLACEHOLDER}.", default=PLACEHOLDER)),
             }
         }
 

@@ -93,14 +93,15 @@ class ConceptDataset:
             images.append(image)
             masks.append(subject if (config.mask_loss and subject is not None) else valid)
             text = captions.shuffle_caption(sample.caption, g) if config.shuffle_captions else sample.caption
-            text = captions.apply_template(captions.bind_placeholder(text, words, self.placeholder), config.templates, g)
+            text = captions.bind_placeholder(text, words, self.placeholder)
+            text = captions.apply_template(text, config.templates, g)
             prompts.append(text)
         return Batch(images=torch.stack(images), loss_masks=torch.stack(masks), prompts=prompts)
 
     def possible_prompts(self, words: list[str], template_set: str) -> list[str]:
         """Every caption in every template (shuffling keeps the words): for token checks before training."""
-        return [v for s in self.samples
-                for v in captions.all_variants(captions.bind_placeholder(s.caption, words, self.placeholder), template_set)]
+        bound = [captions.bind_placeholder(s.caption, words, self.placeholder) for s in self.samples]
+        return [v for caption in bound for v in captions.all_variants(caption, template_set)]
 
 
 def from_tensors(images: torch.Tensor, caption_lines: list[str], masks: torch.Tensor | None = None,

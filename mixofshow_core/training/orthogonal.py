@@ -49,7 +49,8 @@ def slot_rows(width: int, rank: int, slot: int) -> range:
     if rank < 1 or slot < 0 or (slot + 1) * rank > width:
         raise OrthogonalSlotError(
             f"Orthogonal slot {slot} at rank {rank} needs basis rows {slot * rank}..{(slot + 1) * rank - 1}, but a "
-            f"layer of input width {width} has only {slot_count(width, rank)} slots (0..{slot_count(width, rank) - 1}). "
+            f"layer of input width {width} has only {slot_count(width, rank)} slots "
+            f"(0..{slot_count(width, rank) - 1}). "
             "Pick a smaller slot or rank."
         )
     return range(slot * rank, (slot + 1) * rank)

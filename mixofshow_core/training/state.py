@@ -78,7 +78,8 @@ def load(path: str | os.PathLike[str]) -> SavedState:
             f"Resume state {target} cannot be read ({type(err).__name__}: {err}); delete it to start over."
         ) from err
     if meta.get("mixofshow.format") != FORMAT:
-        raise TrainingStateError(f"{target} is not an ED-LoRA training state (format {meta.get('mixofshow.format')!r}).")
+        found = meta.get("mixofshow.format")
+        raise TrainingStateError(f"{target} is not an ED-LoRA training state (format {found!r}).")
     if int(meta.get("mixofshow.format_version", "0")) > VERSION:
         raise TrainingStateError(f"{target} was written by a newer pack (state version "
                                  f"{meta['mixofshow.format_version']}); update the pack to resume it.")

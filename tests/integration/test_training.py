@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 
+import backward_adapter
 import pytest
 import torch
-
-import backward_adapter
 
 WORDS = "<toy1> <toy2>"
 INIT = "<rand-0.013> man"
