@@ -262,3 +262,57 @@ def test_bad_training_input_is_explained(host, bed):
         _train(host, bed, _dataset(host), "badinit", 1, init="<rand-0.013> xqzzyvw")
     with pytest.raises(Exception, match="one initializer per concept word"):
         _train(host, bed, _dataset(host), "badinit", 1, init="<rand-0.013>")
+
+
+def test_gradient_checkpointing_gives_the_same_concept(host, bed):
+    data = _dataset(host)
+    _train(host, bed, data, "plain_grad", 3, lr_unet=1e-2)
+    _train(host, bed, data, "ckpt_grad", 3, lr_unet=1e-2, gradient_checkpointing=True)
+    plain, checkpointed = _concept(host, "plain_grad"), _concept(host, "ckpt_grad")
+    assert any(float(p.up.abs().max()) > 0 for p in plain.unet_lora.values())
+    for name, pair in plain.unet_lora.items():
+        torch.testing.assert_close(checkpointed.unet_lora[name].up, pair.up, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(checkpointed.embedding_stack(), plain.embedding_stack(), atol=1e-6, rtol=1e-5)
+
+
+def test_cancel_through_the_executor_keeps_the_work(host):
+    """A prompt cancelled mid-training ends as interrupted (not an error) and leaves a loadable concept."""
+    import comfy.model_management as mm
+    import comfy.utils
+    import folder_paths
+    from PIL import Image
+
+    import comfy_host
+
+    folder = os.path.join(folder_paths.get_input_directory(), "training", "executor_cut")
+    os.makedirs(folder, exist_ok=True)
+    for i, colour in enumerate([(220, 40, 40), (40, 40, 220), (40, 220, 40)]):
+        Image.new("RGB", (64, 64), colour).save(os.path.join(folder, f"p{i}.png"))
+    prompt = {
+        "1": {"class_type": "TestbedCheckpointLoader", "inputs": {"variant": "tiny-random-sd1", "seed": 0}},
+        "2": {"class_type": "EDLoRADatasetFromFolder", "inputs": {"folder": "training/executor_cut",
+                                                                  "default_caption": "<TOK>, a square"}},
+        "3": {"class_type": "EDLoRATrain", "inputs": {
+            "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "dataset": ["2", 0], "concept_name": "executor_cut",
+            "words": WORDS, "init": INIT, "steps": 6, "repeats": 1, "batch_size": 1, "resolution": 64, "seed": 0,
+            "resume": False, "save_every": 0}},
+    }
+
+    def cancel_at_two(value, total, preview, **_):
+        if value == 2:
+            mm.interrupt_current_processing(True)
+        mm.throw_exception_if_processing_interrupted()
+
+    comfy.utils.set_progress_bar_global_hook(cancel_at_two)
+    try:
+        result = comfy_host.run_prompt(prompt)
+    finally:
+        mm.interrupt_current_processing(False)
+        comfy.utils.set_progress_bar_global_hook(lambda *a, **k: mm.throw_exception_if_processing_interrupted())
+    events = [event for event, _ in result.messages]
+    assert not result.success and "execution_interrupted" in events and "execution_error" not in events
+    concept = _concept(host, "executor_cut")
+    assert concept.words == WORDS.split()
+    saved = host.pack("mixofshow_core.training.state").load(
+        os.path.join(host.output(), "mixofshow_training", "executor_cut", "state.safetensors"))
+    assert saved.progress.step == 2 and saved.progress.total == 6
