@@ -28,7 +28,10 @@ app.registerExtension({
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const result = onNodeCreated?.apply(this, arguments);
-      this.mixofshowEditor = attachRegionEditor(this);
+      // The node in this node's graph under its id: itself, or after it was removed, the node that took
+      // its id (see widget.js).
+      const node = this;
+      this.mixofshowEditor = attachRegionEditor(this, () => (node.graph ?? app.graph)?.getNodeById?.(node.id));
       const size = this.computeSize();
       this.setSize([Math.max(size[0], 320), Math.max(size[1], 420)]);
       return result;

@@ -1,6 +1,10 @@
 // The region-box editor on a RegionBoxes node: a canvas (draw, move, resize, select, delete) and two
 // fields for the selected box's prompt and negative. Its only state is the node's `regions_json`
 // widget value, so saved workflows and API prompts carry the boxes.
+//
+// `liveNode()` names the node the editor edits. The current frontend's Vue node renderer can keep
+// showing this element for a *new* node that reuses the id of a removed one (e.g. after loading another
+// workflow); edits must then reach the node now in the graph, not the removed one.
 import { EMPTY_VALUE, parseRegionValue, serializeRegionValue } from "./value.js";
 import { boxFromDrag, hitTest, isUsable, moveBox, resizeBox, toFraction } from "./geometry.js";
 import { drawRegions } from "./draw.js";
@@ -15,9 +19,14 @@ function readBoxes(widget) {
   }
 }
 
-export function attachRegionEditor(node) {
-  const valueWidget = node.widgets.find((w) => w.name === "regions_json");
-  if (!valueWidget) return null;
+const valueWidgetOf = (node) => node?.widgets?.find((w) => w.name === "regions_json") ?? null;
+
+export function attachRegionEditor(node, liveNode = () => node) {
+  if (!valueWidgetOf(node)) return null;
+  const target = () => {
+    const live = liveNode();
+    return valueWidgetOf(live) ? live : node;
+  };
   const root = document.createElement("div");
   root.className = "mixofshow-region-editor";
   root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;";
@@ -31,14 +40,26 @@ export function attachRegionEditor(node) {
   for (const el of [prompt, negative]) el.style.cssText = "width:100%;box-sizing:border-box;";
   root.append(canvas, prompt, negative);
 
-  const state = { boxes: readBoxes(valueWidget), selected: -1, draft: null, image: null, drag: null };
+  const state = { boxes: readBoxes(valueWidgetOf(node)), selected: -1, draft: null, image: null, drag: null };
+  let bound = node;
 
+  const rebind = () => {  // follow the live node; take its boxes when it changed under us
+    const current = target();
+    if (current !== bound) {
+      bound = current;
+      state.boxes = readBoxes(valueWidgetOf(current));
+      state.selected = -1;
+    }
+  };
   const commit = () => {
+    const valueWidget = valueWidgetOf(bound);
     valueWidget.value = serializeRegionValue(state.boxes);
     valueWidget.callback?.(valueWidget.value);
-    node.setDirtyCanvas?.(true, true);
+    bound.setDirtyCanvas?.(true, true);
   };
   const render = () => {
+    rebind();
+    if (!state.drag) state.boxes = readBoxes(valueWidgetOf(bound));  // the widget value is the truth
     const rect = canvas.getBoundingClientRect();
     canvas.width = Math.max(1, Math.round(rect.width));
     canvas.height = Math.max(1, Math.round(rect.height));
@@ -75,6 +96,7 @@ export function attachRegionEditor(node) {
     render();
   };
   canvas.addEventListener("pointerdown", (e) => {
+    rebind();
     canvas.focus();
     window.addEventListener("pointermove", onMove, true);
     window.addEventListener("pointerup", finish, true);
@@ -104,11 +126,13 @@ export function attachRegionEditor(node) {
     e.stopPropagation(); // keys typed in the editor are not graph shortcuts (Delete would remove the node)
   });
   prompt.addEventListener("input", () => {
+    rebind();
     if (state.selected < 0) return;
     state.boxes[state.selected].prompt = prompt.value;
     commit();
   });
   negative.addEventListener("input", () => {
+    rebind();
     if (state.selected < 0) return;
     state.boxes[state.selected].negative = negative.value;
     commit();
@@ -116,13 +140,13 @@ export function attachRegionEditor(node) {
 
   const widget = node.addDOMWidget("region_editor", "mixofshow_region_editor", root, {
     serialize: false,
-    getValue: () => valueWidget.value,
+    getValue: () => valueWidgetOf(bound)?.value,
     setValue: () => {},
     getMinHeight: () => EDITOR_HEIGHT,
   });
   widget.computeSize = (width) => [width, EDITOR_HEIGHT];
   const sync = () => {
-    state.boxes = readBoxes(valueWidget);
+    state.boxes = readBoxes(valueWidgetOf(bound));
     render();
   };
   const onConfigure = node.onConfigure;
