@@ -1,0 +1,1 @@
+"""The synthetic world of the built-in testbed: renderer, novel concepts, scorer (host-free)."""
