@@ -79,15 +79,35 @@ def build_clip(seed: int, std: float | None = 0.02):
     return clip
 
 
-def build_vae(seed: int):
-    autoencoder = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(VAE_CONFIG), embed_dim=4)
-    state = seeded_init(autoencoder, seed + 2).state_dict()
+def build_vae(seed: int, std: float | None = 0.02, state: dict | None = None):
+    if state is None:
+        autoencoder = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(VAE_CONFIG), embed_dim=4)
+        state = seeded_init(autoencoder, seed + 2, std).state_dict()
     return comfy.sd.VAE(sd=state, config={"params": {"ddconfig": dict(VAE_CONFIG), "embed_dim": 4}})
 
 
 def build_testbed(seed: int = 0, std: float | None = 0.02):
     """(MODEL, CLIP, VAE) of the tiny random SD1-architecture checkpoint (``std``: see ``seeded_init``)."""
     return build_model(seed, std), build_clip(seed, std), build_vae(seed)
+
+
+def checkpoint_state(model, clip, vae) -> dict[str, torch.Tensor]:
+    """All weights of a testbed (MODEL, CLIP, VAE) under the prefixes unet., clip., vae."""
+    parts = {"unet": model.model.diffusion_model, "clip": clip.cond_stage_model, "vae": vae.first_stage_model}
+    return {f"{name}.{k}": v.detach().clone() for name, module in parts.items() for k, v in module.state_dict().items()}
+
+
+def load_trained(path: str):
+    """(MODEL, CLIP, VAE) of a trained testbed file written by scripts/testbed/train_world_model.py."""
+    import safetensors.torch
+
+    state = safetensors.torch.load_file(path)
+    parts = {p: {k[len(p) + 1:]: v.float() for k, v in state.items() if k.startswith(p + ".")}
+             for p in ("unet", "clip", "vae")}
+    model, clip = build_model(0), build_clip(0)
+    model.model.diffusion_model.load_state_dict(parts["unet"], strict=True)
+    clip.cond_stage_model.load_state_dict(parts["clip"], strict=True)
+    return model, clip, build_vae(0, state=parts["vae"])
 
 
 def build_controlnet(seed: int):

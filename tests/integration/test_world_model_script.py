@@ -1,0 +1,26 @@
+"""The testbed training script runs end to end (a few steps) and its file loads as a working SD1 model."""
+import os
+import subprocess
+import sys
+
+import torch
+
+import comfy_host
+
+
+def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path):
+    out = tmp_path / "world_smoke.safetensors"
+    script = os.path.join(comfy_host.REPO, "scripts", "testbed", "train_world_model.py")
+    run = subprocess.run([sys.executable, script, "--images", "48", "--vae-steps", "2", "--unet-steps", "2",
+                          "--batch", "8", "--out", str(out)], capture_output=True, text=True, timeout=600,
+                         env=os.environ.copy())
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert '"unet_steps": "2"' in run.stdout and out.stat().st_size > 1_000_000
+    with torch.inference_mode():
+        model, clip, vae = host.pack("nodes.testbed").load_trained(str(out))
+        positive = cn.CLIPTextEncode().encode(clip, "a large red striped circle, black background")[0]
+        negative = cn.CLIPTextEncode().encode(clip, "")[0]
+        latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
+        samples = cn.KSampler().sample(model, 0, 2, 5.0, "euler", "normal", positive, negative, latent)[0]
+        image = cn.VAEDecode().decode(vae, samples)[0]
+    assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
