@@ -3,9 +3,8 @@ import os
 import subprocess
 import sys
 
-import torch
-
 import comfy_host
+import torch
 
 
 def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path):
