@@ -1,16 +1,25 @@
-"""The built-in default checkpoint as a loader node (Mix-of-Show/loaders)."""
+"""The built-in default checkpoints as a loader node (Mix-of-Show/loaders)."""
 from __future__ import annotations
+
+import os
 
 from . import testbed
 
-VARIANTS = ["tiny-random-sd1"]
+RANDOM = "tiny-random-sd1"
+WORLD = "world-tiny-sd1"
+WORLD_WEIGHTS = os.path.join(os.path.dirname(__file__), "testbed_weights", "world_tiny_sd1.safetensors")
+
+
+def variants() -> list[str]:
+    """The random testbed always; the world-trained one when its weights ship with the pack."""
+    return [RANDOM] + ([WORLD] if os.path.isfile(WORLD_WEIGHTS) else [])
 
 
 class TestbedCheckpointLoader:
     DESCRIPTION = (
-        "Load the pack's built-in tiny SD1-architecture checkpoint (made in code, no download): same layout and "
-        "16 cross-attention layers as SD1.5 at a small width. Random weights: for trying workflows and tests, "
-        "not for pictures."
+        "Load one of the pack's built-in tiny SD1-architecture checkpoints (no download): the same layout and 16 "
+        "cross-attention layers as SD1.5 at a small width. tiny-random-sd1: seeded random weights, for trying "
+        "workflows. world-tiny-sd1: trained on the pack's synthetic world of coloured shapes (64x64 images)."
     )
     CATEGORY = "Mix-of-Show/loaders"
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
@@ -21,13 +30,15 @@ class TestbedCheckpointLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "variant": (VARIANTS, {"tooltip": "Which built-in checkpoint."}),
+                "variant": (variants(), {"tooltip": "Which built-in checkpoint."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
-                                 "tooltip": "Seed of the random weights (same seed, same model)."}),
+                                 "tooltip": "Seed of the random weights (tiny-random-sd1 only)."}),
             }
         }
 
     def load(self, variant, seed):
+        if variant == WORLD:
+            return testbed.load_trained(WORLD_WEIGHTS)
         return testbed.build_testbed(seed)
 
 

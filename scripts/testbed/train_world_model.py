@@ -39,9 +39,13 @@ def train_vae(vae, images: torch.Tensor, steps: int, batch: int, seed: int, log)
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
     for step in range(steps):
         x = images[torch.randint(len(images), (batch,), generator=g)]
-        z, reg = vae.encode(x, return_reg_log=True)
+        moments = vae.quant_conv(vae.encoder(x))  # (B, 8, h, w): mean and log-variance
+        mean, logvar = moments.chunk(2, dim=1)
+        logvar = logvar.clamp(-30, 20)
+        z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=g)
+        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum() / len(x)
         rec = vae.decode(z)
-        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + 1e-6 * reg["kl_loss"]
+        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + 1e-6 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -23,3 +23,22 @@ def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path):
         samples = cn.KSampler().sample(model, 0, 2, 5.0, "euler", "normal", positive, negative, latent)[0]
         image = cn.VAEDecode().decode(vae, samples)[0]
     assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
+
+
+def test_shipped_world_model_loads_through_the_loader_node(host, cn):
+    testbed_nodes = host.pack("nodes.testbed_nodes")
+    variants = testbed_nodes.TestbedCheckpointLoader.INPUT_TYPES()["required"]["variant"][0]
+    if not os.path.isfile(testbed_nodes.WORLD_WEIGHTS):
+        assert variants == [testbed_nodes.RANDOM]  # not offered without its weights
+        return
+    assert testbed_nodes.WORLD in variants
+    with torch.inference_mode():
+        model, clip, vae = testbed_nodes.TestbedCheckpointLoader().load(testbed_nodes.WORLD, 0)
+        positive = cn.CLIPTextEncode().encode(clip, "a large red circle, black background")[0]
+        negative = cn.CLIPTextEncode().encode(clip, "")[0]
+        latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
+        samples = cn.KSampler().sample(model, 0, 20, 5.0, "euler", "normal", positive, negative, latent)[0]
+        image = cn.VAEDecode().decode(vae, samples)[0]
+    assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
+    recognised = host.pack("mixofshow_core.world.scorer").recognise(image[0].numpy())
+    assert recognised.found and recognised.colour == "red"
