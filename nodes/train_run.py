@@ -202,6 +202,12 @@ def train(model: Any, clip: Any, vae: Any, dataset: ConceptDataset, config: Trai
                         validate()
         except comfy.model_management.InterruptProcessingException:
             finished = False
+        except FloatingPointError:
+            raise  # the parameters are no longer finite: keep the last checkpoint on disk as it is
+        except Exception:
+            if progress.step > start_step:
+                checkpoint()  # e.g. out of memory: the last completed step is consistent; keep it
+            raise
         if not finished:
             checkpoint()
             logger.info("Training of %s cancelled at step %d/%d; saved %s and %s", name, progress.step, total,

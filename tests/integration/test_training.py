@@ -316,3 +316,20 @@ def test_cancel_through_the_executor_keeps_the_work(host):
     saved = host.pack("mixofshow_core.training.state").load(
         os.path.join(host.output(), "mixofshow_training", "executor_cut", "state.safetensors"))
     assert saved.progress.step == 2 and saved.progress.total == 6
+
+
+def test_an_error_mid_run_keeps_the_last_completed_step(host, bed, monkeypatch):
+    """Nothing is lost: a failure after some steps (here: validation at step 2) leaves concept and state."""
+    glue = host.pack("nodes.train_glue")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("validation ran out of memory")
+
+    monkeypatch.setattr(glue.ComfyTrainHost, "validation_images", broken)
+    with pytest.raises(RuntimeError, match="ran out of memory"):
+        _train(host, bed, _dataset(host), "mid_error", 5, save_every=0, validate_every=2,
+               validation_prompts="a photo of <toy1> <toy2>")
+    saved = host.pack("mixofshow_core.training.state").load(
+        os.path.join(host.output(), "mixofshow_training", "mid_error", "state.safetensors"))
+    assert saved.progress.step == 2
+    assert _concept(host, "mid_error").words == WORDS.split()
