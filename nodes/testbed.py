@@ -104,10 +104,11 @@ def load_trained(path: str):
     state = safetensors.torch.load_file(path)
     parts = {p: {k[len(p) + 1:]: v.float() for k, v in state.items() if k.startswith(p + ".")}
              for p in ("unet", "clip", "vae")}
-    model, clip = build_model(0), build_clip(0)
-    model.model.diffusion_model.load_state_dict(parts["unet"], strict=True)
-    clip.cond_stage_model.load_state_dict(parts["clip"], strict=True)
-    return model, clip, build_vae(0, state=parts["vae"])
+    with torch.no_grad():  # the CLIP constructor writes into its weights
+        model, clip = build_model(0), build_clip(0)
+        model.model.diffusion_model.load_state_dict(parts["unet"], strict=True)
+        clip.cond_stage_model.load_state_dict(parts["clip"], strict=True)
+        return model, clip, build_vae(0, state=parts["vae"])
 
 
 def build_controlnet(seed: int):
