@@ -7,6 +7,16 @@ import comfy_host
 import torch
 
 
+def _sample(cn, model, clip, vae, text: str, steps: int):
+    """One 64x64 image through stock nodes: IMAGE [1, 64, 64, 3]."""
+    with torch.inference_mode():
+        positive = cn.CLIPTextEncode().encode(clip, text)[0]
+        negative = cn.CLIPTextEncode().encode(clip, "")[0]
+        latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
+        samples = cn.KSampler().sample(model, 0, steps, 5.0, "euler", "normal", positive, negative, latent)[0]
+        return cn.VAEDecode().decode(vae, samples)[0]
+
+
 def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path):
     out = tmp_path / "world_smoke.safetensors"
     script = os.path.join(comfy_host.REPO, "scripts", "testbed", "train_world_model.py")
@@ -17,11 +27,7 @@ def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path):
     assert '"unet_steps": "2"' in run.stdout and out.stat().st_size > 1_000_000
     with torch.inference_mode():
         model, clip, vae = host.pack("nodes.testbed").load_trained(str(out))
-        positive = cn.CLIPTextEncode().encode(clip, "a large red striped circle, black background")[0]
-        negative = cn.CLIPTextEncode().encode(clip, "")[0]
-        latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
-        samples = cn.KSampler().sample(model, 0, 2, 5.0, "euler", "normal", positive, negative, latent)[0]
-        image = cn.VAEDecode().decode(vae, samples)[0]
+    image = _sample(cn, model, clip, vae, "a large red striped circle, black background", 2)
     assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
 
 
@@ -34,11 +40,7 @@ def test_shipped_world_model_loads_through_the_loader_node(host, cn):
     assert testbed_nodes.WORLD in variants
     with torch.inference_mode():
         model, clip, vae = testbed_nodes.TestbedCheckpointLoader().load(testbed_nodes.WORLD, 0)
-        positive = cn.CLIPTextEncode().encode(clip, "a large red circle, black background")[0]
-        negative = cn.CLIPTextEncode().encode(clip, "")[0]
-        latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
-        samples = cn.KSampler().sample(model, 0, 20, 5.0, "euler", "normal", positive, negative, latent)[0]
-        image = cn.VAEDecode().decode(vae, samples)[0]
+    image = _sample(cn, model, clip, vae, "a large red circle, black background", 20)
     assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
     recognised = host.pack("mixofshow_core.world.scorer").recognise(image[0].numpy())
     assert recognised.found and recognised.colour == "red"
