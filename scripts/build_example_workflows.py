@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 
-OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "example_workflows")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(REPO, "example_workflows")
+WORLD = runpy.run_path(os.path.join(REPO, "mixofshow_core", "world", "recipe.py"))  # plain data, no torch needed
 NEGATIVE = ("longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
             "worst quality, low quality")  # the official Mix-of-Show negative prompt
 
@@ -36,6 +39,8 @@ SLOTS = {
                     [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("concept_file", "STRING"), ("loss_plot", "IMAGE"),
                      ("validation", "IMAGE"), ("report", "STRING")]),
     "PreviewImage": ([("images", "IMAGE")], []),
+    "TestbedCheckpointLoader": ([], [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("VAE", "VAE")]),
+    "EDLoRAConceptList": ([("concepts", "MOS_CONCEPTS")], [("concepts", "MOS_CONCEPTS")]),
     "RegionBoxes": ([("clip", "CLIP"), ("image", "IMAGE"), ("regions", "MOS_REGIONS")], [("regions", "MOS_REGIONS")]),
     "RegionalKSampler": ([("model", "MODEL"), ("regions", "MOS_REGIONS"), ("positive", "CONDITIONING"),
                           ("negative", "CONDITIONING"), ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
@@ -201,11 +206,75 @@ def train_one():
     return build(nodes, "Train one ED-LoRA concept, then sample it")
 
 
+def _train_widgets(name: str, words: str, init: str, options: dict, slot: int = 0) -> list:
+    """EDLoRATrain widget values in input order (required, then optional), with ``options`` overriding."""
+    o = {"steps": 0, "batch_size": 2, "resolution": 512, "lr_embedding": 1e-3, "lr_text": 1e-5, "lr_unet": 1e-4,
+         "emb_norm_threshold": 0.55, "attn_reg_weight": 0.01, "crop": "paper", "templates": "human", **options}
+    return [name, words, init, o["steps"], 500, o["batch_size"], o["resolution"], 0, "fixed", True,
+            "edlora", slot, o["lr_embedding"], o["lr_text"], o["lr_unet"], 4, 1.0, 0.01, True, 0.01, True, False,
+            o["attn_reg_weight"], False, o["emb_norm_threshold"], o["crop"], o["templates"], True, "auto", False, 100,
+            "", 0, 20, 7.5]
+
+
+def world_train():
+    """Demo, part 1: train the world's demo concepts from their photos on the built-in world model."""
+    nodes = [{"id": 1, "type": "TestbedCheckpointLoader", "pos": [40, 120], "widgets": ["world-tiny-sd1", 0, "fixed"]}]
+    for i, name in enumerate(WORLD["DEMO_CONCEPTS"]):
+        y = 40 + 420 * i
+        nodes.append({"id": 2 + 3 * i, "type": "EDLoRADatasetFromFolder", "pos": [40, 300 + y], "size": [360, 110],
+                      "widgets": [f"training/{name}", "<TOK>"]})
+        nodes.append({"id": 3 + 3 * i, "type": "EDLoRATrain", "pos": [440, y], "size": [400, 380],
+                      "widgets": _train_widgets(name, f"<{name}1> <{name}2>", "<rand-0.013> toy", WORLD["TRAIN"]),
+                      "links": {"model": (1, 0), "clip": (1, 1), "vae": (1, 2), "dataset": (2 + 3 * i, 0)}})
+        nodes.append({"id": 4 + 3 * i, "type": "PreviewImage", "pos": [880, y], "size": [300, 300],
+                      "links": {"images": (3 + 3 * i, 3)}})
+    return build(nodes, "World demo 1: train three concepts on the built-in world model")
+
+
+def world_regions():
+    """Demo, part 2: fuse the three trained concepts, then one regional pass and one global-only pass."""
+    names = WORLD["DEMO_CONCEPTS"]
+    sample = WORLD["SAMPLE"]
+    boxes = {"version": 1, "regions": [
+        {"x": x, "y": y, "width": w, "height": h, "prompt": f"<{n}1> <{n}2>, small, black background",
+         "negative": "", "weight": 1.0} for n, (x, y, w, h) in zip(names, WORLD["LAYOUTS"][len(names)])]}
+    scene = " and ".join(f"<{n}1> <{n}2>" for n in names) + ", black background"
+    sampler = [0, "fixed", sample["steps"], sample["cfg"], sample["sampler"], sample["scheduler"], 1.0]
+    nodes = [{"id": 1, "type": "TestbedCheckpointLoader", "pos": [40, 120], "widgets": ["world-tiny-sd1", 0, "fixed"]}]
+    for i, name in enumerate(names):
+        nodes.append({"id": 2 + i, "type": "EDLoRAConceptList", "pos": [40, 320 + 150 * i], "size": [340, 110],
+                      "widgets": [f"{name}.safetensors", 1.0, 1.0], "links": {"concepts": (1 + i, 0)} if i else {}})
+    nodes += [
+        {"id": 5, "type": "GradientFusion", "pos": [420, 120], "size": [340, 320],
+         "widgets": ["closed_form", 20, 64, 0, "fixed", 1e-4, 500, 500, 50, True, ""],
+         "links": {"model": (1, 0), "clip": (1, 1), "concepts": (4, 0)}},
+        {"id": 6, "type": "EDLoRATextEncode", "pos": [800, 40], "size": [380, 120], "widgets": [scene],
+         "links": {"clip": (5, 1)}},
+        {"id": 7, "type": "EDLoRATextEncode", "pos": [800, 190], "size": [380, 120], "widgets": [""],
+         "links": {"clip": (5, 1)}},
+        {"id": 8, "type": "RegionBoxes", "pos": [800, 340], "size": [400, 520], "widgets": [json.dumps(boxes)],
+         "links": {"clip": (5, 1)}},
+        {"id": 9, "type": "EmptyLatentImage", "pos": [800, 900], "widgets": [64, 64, 8]},
+        {"id": 10, "type": "RegionalKSampler", "pos": [1240, 40], "size": [340, 300], "widgets": sampler,
+         "links": {"model": (5, 0), "regions": (8, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (9, 0)}},
+        {"id": 11, "type": "VAEDecode", "pos": [1620, 40], "links": {"samples": (10, 0), "vae": (1, 2)}},
+        {"id": 12, "type": "SaveImage", "pos": [1860, 40], "size": [320, 340], "widgets": ["world_regions"],
+         "links": {"images": (11, 0)}},
+        {"id": 13, "type": "KSampler", "pos": [1240, 400], "size": [340, 262], "widgets": sampler,
+         "links": {"model": (5, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (9, 0)}},
+        {"id": 14, "type": "VAEDecode", "pos": [1620, 400], "links": {"samples": (13, 0), "vae": (1, 2)}},
+        {"id": 15, "type": "SaveImage", "pos": [1860, 400], "size": [320, 340], "widgets": ["world_global_only"],
+         "links": {"images": (14, 0)}},
+    ]
+    return build(nodes, "World demo 2: fuse three concepts, then place them in three boxes")
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     for name, workflow in (("edlora_single_concept", single_concept()), ("edlora_two_concepts", two_concepts()),
                            ("fuse_three_concepts", fuse_three()), ("regional_two_concepts_pose", regional_pose()),
-                           ("train_one_concept", train_one())):
+                           ("train_one_concept", train_one()), ("world_1_train_concepts", world_train()),
+                           ("world_2_fuse_and_regions", world_regions())):
         with open(os.path.join(OUT, f"{name}.json"), "w") as f:
             json.dump(workflow, f, indent=2)
             f.write("\n")

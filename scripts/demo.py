@@ -1,11 +1,17 @@
-"""The pack's main job, headless: run an example workflow end to end and print where the images are.
+"""The pack's main job, headless: run example workflows end to end and print where the images are.
 
     python scripts/demo.py [--checkpoint SD15.safetensors] [--concept FILE ...] [--workflow JSON] [--out DIR]
 
-With no --checkpoint the workflow's checkpoint loader is swapped for the pack's built-in testbed
-model (tiny SD1 layout, random weights) at 64x64. Concept files not given with --concept are made
-up: random concepts fitted to the model, with the words the workflow's prompts use (random weights
-prove the pipeline runs, not identity). Use scripts/demo.sh to provision the host first.
+With neither --checkpoint nor --workflow (the default), the world demo runs on the built-in
+world-trained testbed: it writes three novel concepts' photos to input/training/, trains them
+(example_workflows/world_1_train_concepts.json), fuses them and samples them in three boxes, with
+regions and with the global prompt only (world_2_fuse_and_regions.json), then scores every box with the
+world's recogniser and writes report.md next to the images.
+
+With --checkpoint or --workflow, that workflow runs; a missing checkpoint is replaced by the tiny
+random testbed at 64x64, and concept files not given with --concept are made up (random concepts with
+the words the prompts use: they prove the pipeline runs, not identity). Use scripts/demo.sh to
+provision the host first.
 """
 from __future__ import annotations
 
@@ -20,7 +26,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import comfy_host  # noqa: E402
 
-DEFAULT_WORKFLOW = os.path.join(comfy_host.REPO, "example_workflows", "edlora_single_concept.json")
+WORKFLOWS = os.path.join(comfy_host.REPO, "example_workflows")
+DEFAULT_WORKFLOW = os.path.join(WORKFLOWS, "edlora_single_concept.json")
 
 
 def _link(src: str, folder: str) -> str:
@@ -82,7 +89,7 @@ def _make_demo_concepts(prompt, loaders, host, torch):
             model, clip = nodes.CheckpointLoaderSimple().load_checkpoint(loader["inputs"]["ckpt_name"])[:2]
         glue, targets = host.pack("nodes.comfy_glue"), host.pack("nodes.adapt_targets")
         init, formats = host.pack("mixofshow_core.concept_init"), host.pack("mixofshow_core.formats")
-        layers, width = len(glue.cross_attention_sites(model)), glue.clip_text_width(clip)
+        layers = len(glue.cross_attention_sites(model))
         table = glue.embedding_table(clip)
         for seed, key in enumerate(loaders):
             words = prompt[key].pop("_demo_words", None)
@@ -95,18 +102,100 @@ def _make_demo_concepts(prompt, loaders, host, torch):
             formats.WRITERS["edlora"](concept, os.path.join(host.models("edloras"), prompt[key]["inputs"]["concept_name"]))
 
 
+def _run(prompt: dict) -> dict:
+    result = comfy_host.run_prompt(prompt)
+    if not result.success:
+        raise SystemExit(f"[demo] workflow failed: {result.error}")
+    return result.outputs
+
+
+def _saved(host, outputs: dict, node: str) -> list[str]:
+    return [os.path.join(host.output(), i.get("subfolder", ""), i["filename"]) for i in outputs[node]["images"]]
+
+
+def world_demo(host, out: str, steps: int | None) -> int:
+    """Train the demo concepts, fuse them, sample them in boxes, score the boxes (see the module doc)."""
+    import numpy as np
+    from PIL import Image
+
+    recipe = host.pack("mixofshow_core.world.recipe")
+    world, fidelity = host.pack("mixofshow_core.world.concepts"), host.pack("mixofshow_core.world.fidelity")
+    scorer = host.pack("mixofshow_core.world.scorer")
+    concepts = [c for name in recipe.DEMO_CONCEPTS for c in world.CONCEPTS if c.name == name]
+    import folder_paths
+
+    for concept in concepts:
+        folder = os.path.join(folder_paths.get_input_directory(), "training", concept.name)
+        os.makedirs(os.path.join(folder, "masks"), exist_ok=True)
+        images, captions, masks = world.concept_photos(concept)
+        for i, (image, caption, mask) in enumerate(zip(images, captions, masks)):
+            Image.fromarray(image).save(os.path.join(folder, f"{i}.png"))
+            Image.fromarray((mask * 255).round().astype(np.uint8)).save(os.path.join(folder, "masks", f"{i}.png"))
+            with open(os.path.join(folder, f"{i}.txt"), "w") as f:
+                f.write(caption + "\n")
+        print(f"[demo] {len(images)} photos of {concept.name} ({concept.look.phrase()[2:]}) in {folder}")
+    start = time.time()
+    with open(os.path.join(WORKFLOWS, "world_1_train_concepts.json")) as f:
+        train = comfy_host.ui_to_api(json.load(f))
+    for node in train.values():
+        if node["class_type"] == "EDLoRATrain":
+            node["inputs"]["resume"] = False  # a fresh run each time
+            if steps:
+                node["inputs"]["steps"] = steps
+    _run(train)
+    print(f"[demo] trained {len(concepts)} concepts in {time.time() - start:.1f} s")
+    start = time.time()
+    with open(os.path.join(WORKFLOWS, "world_2_fuse_and_regions.json")) as f:
+        outputs = _run(comfy_host.ui_to_api(json.load(f)))
+    print(f"[demo] fused them and sampled with and without regions in {time.time() - start:.1f} s")
+    boxes = recipe.LAYOUTS[len(concepts)]
+    rows, images = [], {}
+    for label, node in (("regional (RegionalKSampler)", "12"), ("global prompt only (KSampler)", "15")):
+        files = _saved(host, outputs, node)
+        pictures = [np.asarray(Image.open(p).convert("RGB")) for p in files]
+        per_box = [[scorer.recognise(p, box) for p in pictures] for box in boxes]
+        score = fidelity.binding(per_box, concepts, world.CONCEPTS)
+        rows.append((label, score["right"], score["bleed"], score["empty"], int(score["boxes"])))
+        images[label] = files
+    report = "\n".join([
+        "# Mix-of-Show world demo", "",
+        "Concepts: " + ", ".join(f"{c.name} = {c.look.phrase()[2:]}" for c in concepts), "",
+        "Each box should show its own concept (boxes: " + "; ".join(
+            f"{c.name} at x={b[0]}, y={b[1]}, w={b[2]}, h={b[3]}" for c, b in zip(concepts, boxes)) + ").", "",
+        fidelity.markdown_table(("sampling", "right concept", "bleed", "none found", "boxes"), rows), "",
+        *[f"- {label}: " + ", ".join(os.path.relpath(p, out) for p in files) for label, files in images.items()],
+    ])
+    path = os.path.join(out, "report.md")
+    with open(path, "w") as f:
+        f.write(report + "\n")
+    print(report)
+    for files in images.values():
+        for image in files:
+            print(f"[demo] image: {image}")
+    print(f"[demo] report: {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="an SD1.x checkpoint (.safetensors); default: the built-in testbed")
     parser.add_argument("--concept", action="append", default=[], help="concept file for each EDLoRALoader, in order")
-    parser.add_argument("--workflow", default=DEFAULT_WORKFLOW, help="UI-format workflow JSON")
+    parser.add_argument("--workflow", help="UI-format workflow JSON (default: the world demo, or "
+                        "edlora_single_concept.json with --checkpoint)")
     parser.add_argument("--out", default=os.path.join(comfy_host.REPO, "output", "demo"), help="work/output folder")
-    parser.add_argument("--steps", type=int, help="override the sampler's steps")
+    parser.add_argument("--steps", type=int, help="override the sampler's steps (world demo: the training steps)")
     parser.add_argument("--size", type=int, help="override the image width and height")
     args = parser.parse_args(argv)
 
     os.makedirs(args.out, exist_ok=True)
     host = comfy_host.boot(os.path.abspath(args.out))
+    world_weights = host.pack("nodes.testbed_nodes").WORLD_WEIGHTS
+    if not args.checkpoint and not args.workflow:
+        if os.path.isfile(world_weights):
+            return world_demo(host, os.path.abspath(args.out), args.steps)
+        print(f"[demo] {world_weights} is missing, so the world demo cannot run; running "
+              f"{os.path.basename(DEFAULT_WORKFLOW)} on random weights instead")
+    args.workflow = args.workflow or DEFAULT_WORKFLOW
     with open(args.workflow) as f:
         prompt = comfy_host.ui_to_api(json.load(f))
     for note in prepare(prompt, host, args.checkpoint, args.concept, args.steps, args.size):

@@ -63,9 +63,10 @@ def concept_photos(concept: NovelConcept, count: int = 6, seed: int = 0):
     return np.stack(images), captions, np.stack(masks)
 
 
-def base_sample(rng: np.random.Generator, max_objects: int = 2) -> tuple[list[Obj], str]:
-    """One base-world scene: 1..max_objects objects at distinct positions, patterns only in shade."""
-    count = 1 + int(rng.integers(max_objects))
+def base_sample(rng: np.random.Generator, pair_fraction: float = 0.5) -> tuple[list[Obj], str]:
+    """One base-world scene: one object, or two small ones at distinct positions (with probability
+    ``pair_fraction``); patterns only in shade."""
+    count = 2 if rng.random() < pair_fraction else 1
     places = rng.permutation(list(POSITIONS))[:count] if count > 1 else [list(POSITIONS)[int(rng.integers(5))]]
     objects = [Obj(shape=str(rng.choice(SHAPES)), colour=str(rng.choice(list(COLOURS))),
                    pattern=str(rng.choice(PATTERNS)), accent=SHADE,
@@ -73,12 +74,12 @@ def base_sample(rng: np.random.Generator, max_objects: int = 2) -> tuple[list[Ob
     return objects, str(rng.choice(BACKGROUNDS))
 
 
-def base_dataset(count: int, seed: int = 0):
+def base_dataset(count: int, seed: int = 0, pair_fraction: float = 0.5):
     """(images [N, 64, 64, 3] uint8, captions) of the base world."""
     rng = np.random.default_rng(seed)
     images, captions = [], []
     for i in range(count):
-        objects, ground = base_sample(rng)
+        objects, ground = base_sample(rng, pair_fraction)
         image, _ = render(objects, ground, seed=seed * 7919 + i)
         images.append(image)
         captions.append(caption(objects, ground))

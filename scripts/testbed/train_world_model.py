@@ -34,9 +34,9 @@ def _pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1  # (N, 3, 64, 64) in [-1, 1]
 
 
-def train_vae(vae, images: torch.Tensor, steps: int, batch: int, seed: int, log) -> None:
+def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, seed: int, log) -> None:
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(vae.parameters(), lr=lr)
     for step in range(steps):
         x = images[torch.randint(len(images), (batch,), generator=g)]
         moments = vae.quant_conv(vae.encoder(x))  # (B, 8, h, w): mean and log-variance
@@ -72,24 +72,49 @@ def fold_latent_scale(vae, images: torch.Tensor) -> float:
     return k
 
 
-def train_unet_and_text(model, clip, latents: torch.Tensor, tokens: torch.Tensor, steps: int, batch: int,
-                        seed: int, log) -> None:
-    """ε-prediction on DDPM-noised latents; the text encoder is trained jointly from scratch."""
+class EMA:
+    """Exponential moving average of parameters (what gets saved: far better samples than the raw weights)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float):
+        self.params, self.decay = params, decay
+        self.shadow = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))  # short memory early on
+        for s, p in zip(self.shadow, self.params):
+            s.lerp_(p.detach(), 1 - d)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange live and averaged weights (call twice to restore)."""
+        for s, p in zip(self.shadow, self.params):
+            tmp = p.detach().clone()
+            p.copy_(s)
+            s.copy_(tmp)
+
+
+def train_unet_and_text(model, clip, latents: torch.Tensor, tokens: torch.Tensor, args, log, save) -> None:
+    """ε-prediction on DDPM-noised latents with min-SNR-5 weighting; the text encoder is trained jointly from
+    scratch. ``save(step)`` is called every ``args.save_every`` steps and at the end with the EMA weights in place."""
     glue = __import__(f"{host_pack()}.nodes.train_glue", fromlist=["x"])
     unet, encoder = model.model.diffusion_model, clip.cond_stage_model.clip_l
     params = list(unet.parameters()) + list(encoder.parameters())
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    ema = EMA(params, args.ema)
     sigmas = model.model.model_sampling.sigmas.float()
-    alphas = 1.0 / (1.0 + sigmas ** 2)  # (1000,)
+    alphas = 1.0 / (1.0 + sigmas ** 2)  # (1000,) cumulative alpha per timestep
+    snr_weight = torch.clamp(1.0 / sigmas ** 2, max=5.0) * sigmas ** 2  # min(SNR, 5) / SNR, (1000,)
     empty = tokens_for(clip, [""])[0]
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(args.seed)
+    steps, batch, warmup = args.unet_steps, args.batch, 200
     restore = glue._out_of_place_text_layers(encoder.transformer)
     try:
         for step in range(steps):
             idx = torch.randint(len(latents), (batch,), generator=g)
-            x0 = latents[idx] * SD1_SCALE
+            x0 = latents[idx] * SD1_SCALE  # (B, 4, 8, 8), unit spread
             ids = tokens[idx].clone()
             ids[torch.rand(batch, generator=g) < 0.1] = empty  # caption dropout for CFG
             t = torch.randint(len(alphas), (batch,), generator=g)
@@ -99,20 +124,48 @@ def train_unet_and_text(model, clip, latents: torch.Tensor, tokens: torch.Tensor
             clip.cond_stage_model.reset_clip_options()
             context = encoder(ids.tolist())[0]
             pred = unet(noisy, timesteps=t.float(), context=context, transformer_options={})
-            loss = ((pred - noise) ** 2).mean()
+            loss = (((pred - noise) ** 2).mean(dim=(1, 2, 3)) * snr_weight[t]).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
-            for group in opt.param_groups:
-                group["lr"] = 5e-4 * min(1.0, (step + 1) / 200) * (1 - step / steps) ** 0.5
+            progress = max(0.0, (step - warmup) / max(1, steps - warmup))
+            for group in opt.param_groups:  # warm-up, then cosine down to 10 %
+                group["lr"] = args.lr * min(1.0, (step + 1) / warmup) * (0.55 + 0.45 * np.cos(np.pi * progress))
             opt.step()
+            ema.update(step)
             if step % 100 == 0 or step == steps - 1:
                 log(f"unet step {step}: loss {float(loss.detach()):.4f}")
+            if (step + 1) % args.save_every == 0 or step == steps - 1:
+                ema.swap()
+                save(step + 1)
+                ema.swap()
     finally:
         for layer in restore:
             del layer.forward
         for p in params:
             p.requires_grad_(False)
+    ema.swap()  # leave the averaged weights in the model
+
+
+@torch.no_grad()
+def reconstruction_fidelity(vae, scorer, render, count: int = 240, seed: int = 1) -> dict[str, float]:
+    """Scorer accuracy on autoencoder reconstructions of single-object renders (the ceiling for sampling)."""
+    rng = np.random.default_rng(seed)
+    fields = ("shape", "colour", "pattern", "size", "position")
+    objs = [(render.Obj(str(rng.choice(render.SHAPES)), str(rng.choice(list(render.COLOURS))),
+                        str(rng.choice(render.PATTERNS)), render.SHADE, str(rng.choice(list(render.SIZES))),
+                        str(rng.choice(list(render.POSITIONS)))), str(rng.choice(render.BACKGROUNDS)))
+            for _ in range(count)]
+    images = np.stack([render.render([o], ground, seed=i)[0] for i, (o, ground) in enumerate(objs)])
+    x = _pixels(images)
+    rec = torch.cat([vae.decode(vae.quant_conv(vae.encoder(x[i: i + 64]))[:, :4]) for i in range(0, count, 64)])
+    rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    right = dict.fromkeys(fields, 0)
+    for (obj, _), image in zip(objs, rec):
+        got = scorer.recognise(image)
+        for f in fields:
+            right[f] += got.found and getattr(got, f) == getattr(obj, f)
+    return {f: right[f] / count for f in fields}
 
 
 def tokens_for(clip, captions: list[str]) -> torch.Tensor:
@@ -129,10 +182,15 @@ def host_pack() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(REPO, "nodes", "testbed_weights", "world_tiny_sd1.safetensors"))
-    parser.add_argument("--images", type=int, default=6000)
-    parser.add_argument("--vae-steps", type=int, default=1500)
-    parser.add_argument("--unet-steps", type=int, default=4000)
+    parser.add_argument("--images", type=int, default=10000)
+    parser.add_argument("--pairs", type=float, default=0.25, help="fraction of two-object scenes")
+    parser.add_argument("--vae-steps", type=int, default=600)
+    parser.add_argument("--vae-lr", type=float, default=2e-3)
+    parser.add_argument("--unet-steps", type=int, default=5500)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--ema", type=float, default=0.999)
+    parser.add_argument("--save-every", type=int, default=500, help="write the EMA weights every N UNet steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     import comfy_host
@@ -149,8 +207,13 @@ def main() -> None:
         print(lines[-1], flush=True)
 
     torch.manual_seed(args.seed)
-    images, captions = world.base_dataset(args.images, seed=args.seed)
+    images, captions = world.base_dataset(args.images, seed=args.seed, pair_fraction=args.pairs)
     pixels = _pixels(images)
+    log(f"rendered {len(images)} world images")
+    meta = {"mixofshow.testbed": "world_tiny_sd1", "images": str(args.images), "pairs": str(args.pairs),
+            "vae_steps": str(args.vae_steps), "vae_lr": str(args.vae_lr), "unet_steps": str(args.unet_steps), "batch": str(args.batch),
+            "lr": str(args.lr), "ema": str(args.ema), "seed": str(args.seed),
+            "torch_threads": str(torch.get_num_threads())}
     with torch.inference_mode(False):
         with torch.no_grad():  # the CLIP constructor writes into its weights
             model, clip = testbed.build_model(args.seed, std=None), testbed.build_clip(args.seed, std=None)
@@ -161,24 +224,29 @@ def main() -> None:
             glue.prepare_for_autograd(module)
         autoencoder = vae.first_stage_model
         with torch.enable_grad():
-            train_vae(autoencoder, pixels, args.vae_steps, 32, args.seed, log)
+            train_vae(autoencoder, pixels, args.vae_steps, 32, args.vae_lr, args.seed, log)
         k = fold_latent_scale(autoencoder, pixels)
         log(f"latent scale folded into the autoencoder: x{k:.3f}")
+        rec = reconstruction_fidelity(autoencoder, host.pack("mixofshow_core.world.scorer"),
+                                      host.pack("mixofshow_core.world.render"))
+        log("autoencoder reconstructions scored: " + ", ".join(f"{f} {v:.0%}" for f, v in rec.items()))
+        meta["vae_seconds"] = f"{time.monotonic() - started:.0f}"
+        meta["vae_reconstruction"] = json.dumps(rec)
         with torch.no_grad():
             latents = posterior_means(autoencoder, pixels)  # (N, 4, 8, 8)
         tokens = tokens_for(clip, captions)
-        vae_seconds = time.monotonic() - started
+        unet_started = time.monotonic()
+
+        def save(step: int) -> None:
+            meta["unet_steps_done"] = str(step)
+            meta["unet_seconds"] = f"{time.monotonic() - unet_started:.0f}"
+            state = testbed.checkpoint_state(model, clip, vae)
+            host.pack("mixofshow_core.files").save_safetensors_atomic(
+                {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, args.out, dict(meta))
+            log(f"wrote {args.out} at step {step} ({os.path.getsize(args.out) / 2**20:.1f} MB)")
+
         with torch.enable_grad():
-            train_unet_and_text(model, clip, latents, tokens, args.unet_steps, args.batch, args.seed, log)
-        unet_seconds = time.monotonic() - started - vae_seconds
-    state = testbed.checkpoint_state(model, clip, vae)
-    meta = {"mixofshow.testbed": "world_tiny_sd1", "images": str(args.images), "vae_steps": str(args.vae_steps),
-            "unet_steps": str(args.unet_steps), "batch": str(args.batch), "seed": str(args.seed),
-            "vae_seconds": f"{vae_seconds:.0f}", "unet_seconds": f"{unet_seconds:.0f}",
-            "torch_threads": str(torch.get_num_threads())}
-    host.pack("mixofshow_core.files").save_safetensors_atomic(
-        {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, args.out, meta)
-    log(f"wrote {args.out} ({os.path.getsize(args.out) / 2**20:.1f} MB)")
+            train_unet_and_text(model, clip, latents, tokens, args, log, save)
     print(json.dumps(meta, indent=1))
 
 

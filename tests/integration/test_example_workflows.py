@@ -9,12 +9,16 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import comfy_host
 import test_assets
 
 WORKFLOWS = sorted(glob.glob(os.path.join(comfy_host.REPO, "example_workflows", "*.json")))
+# The world demo's workflows run on the built-in world model (test_demo_* below), the rest on SD1.5.
+SD15_WORKFLOWS = [p for p in WORKFLOWS if not os.path.basename(p).startswith("world_")]
 
 
 def _load(path):
@@ -34,7 +38,7 @@ def test_ui_json_links_are_consistent(path):
 
 
 @pytest.mark.fullsize
-@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+@pytest.mark.parametrize("path", SD15_WORKFLOWS, ids=os.path.basename)
 def test_workflow_runs_with_official_checkpoints(host, sd15, path):
     prompt = comfy_host.ui_to_api(_load(path))
     for node in prompt.values():
@@ -88,9 +92,29 @@ def test_workflow_runs_with_official_checkpoints(host, sd15, path):
         os.remove(saved)  # the fused full-size checkpoint is 3.9 GB; its reload is tested in test_fusion_fullsize
 
 
-def test_demo_command_writes_an_image(tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "scripts", "demo.py"), "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, env=os.environ.copy())
+def _demo(tmp_path, *args):
+    out = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "scripts", "demo.py"), "--out", str(tmp_path),
+                          *args], capture_output=True, text=True, timeout=600, env=os.environ.copy())
     assert out.returncode == 0, out.stderr[-2000:]
     images = [line.split("image: ", 1)[1] for line in out.stdout.splitlines() if "image: " in line]
-    assert images and os.path.getsize(images[0]) > 0 and images[0].endswith(".png")
+    assert images and all(os.path.getsize(p) > 0 and p.endswith(".png") for p in images)
+    return out.stdout, images
+
+
+def test_demo_command_runs_a_workflow_on_the_random_testbed(tmp_path):
+    stdout, _ = _demo(tmp_path, "--workflow", os.path.join(comfy_host.REPO, "example_workflows",
+                                                            "edlora_single_concept.json"))
+    assert "random weights" in stdout
+
+
+def test_default_demo_trains_fuses_places_and_scores(host, tmp_path):
+    """The README's main job (short training here): 3 concepts trained, fused, sampled in boxes, scored."""
+    if not os.path.isfile(host.pack("nodes.testbed_nodes").WORLD_WEIGHTS):
+        pytest.skip("the world testbed weights are not in this checkout")
+    stdout, images = _demo(tmp_path, "--steps", "10")
+    assert "trained 3 concepts" in stdout
+    assert len(images) == 16  # 8 regional + 8 global-only samples
+    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in images])
+    assert pixels.shape == (16, 64, 64, 3) and pixels.std() > 1.0  # real pictures, not a constant
+    report = (tmp_path / "report.md").read_text()
+    assert "regional (RegionalKSampler)" in report and "global prompt only (KSampler)" in report

@@ -1,0 +1,152 @@
+"""End-to-end fidelity on the world testbed: identity before/after fusion, and region binding (one run).
+
+Trains every novel concept of the synthetic world twice on the world-trained testbed model (ED-LoRA, and
+Orthogonal Adaptation with its own slot), then prints, measured with the world scorer:
+1. single-concept identity: each ED-LoRA alone, its embedding only (LoRA off), and the base model given
+   the look in words (it never saw such a concept);
+2. after fusing 2, 4, 8 concepts: gradient fusion vs weight averaging vs Orthogonal Adaptation sum, the
+   identity score and its drop from single-concept (the paper's Table 2 analogue);
+3. region binding with 2 and 3 concepts in boxes (fused by gradient fusion): fraction of boxes showing
+   the right concept, and bleed (another concept of the scene in the box), with and without regional
+   attention.
+Identity = fraction of images whose recognised shape, colour, pattern and accent are all the concept's
+('exact'), and the mean fraction of those 4 attributes ('attr', the smoother measure).
+
+    eval "$(bash scripts/host/provision.sh)"
+    $MOS_PYTHON benchmarks/bench_fidelity.py [--images 8] [--concepts 8] [--weights FILE] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(REPO, "scripts"), os.path.join(REPO, "scripts", "testbed")]
+FUSED_COUNTS = (2, 4, 8)
+METHODS = ("gradient", "average", "orthogonal")
+
+
+def _identity(pipe, fidelity, model, clip, concept, images: int, seed: int) -> dict[str, float]:
+    pictures = pipe.sample(model, clip, fidelity.concept_caption(concept), images, seed)
+    return fidelity.identity_score(pipe.recognise(pictures), concept)
+
+
+def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
+    return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+
+
+def run(pipe, concepts, images: int, log) -> dict:
+    fidelity = pipe.host.pack("mixofshow_core.world.fidelity")
+    render = pipe.host.pack("mixofshow_core.world.render")
+    result: dict = {"single": {}, "fused": {}, "regions": {}}
+    files = {"edlora": [], "orthogonal": []}
+    started = time.monotonic()
+    for i, concept in enumerate(concepts):
+        files["edlora"].append(pipe.train(concept, f"{concept.name}_edlora", seed=i))
+        files["orthogonal"].append(pipe.train(concept, f"{concept.name}_ortho", mode="orthogonal", slot=i, seed=i))
+    result["train_seconds"] = round(time.monotonic() - started, 1)
+    log(f"trained {2 * len(concepts)} concepts in {result['train_seconds']} s")
+
+    rows = {"ED-LoRA": [], "embedding only": [], "orthogonal (alone)": [], "base model, look in words": []}
+    for i, concept in enumerate(concepts):
+        rows["ED-LoRA"].append(_identity(pipe, fidelity, *pipe.loaded([files["edlora"][i]]), concept, images, i))
+        rows["embedding only"].append(
+            _identity(pipe, fidelity, *pipe.loaded([files["edlora"][i]], 0.0, 0.0), concept, images, i))
+        rows["orthogonal (alone)"].append(
+            _identity(pipe, fidelity, *pipe.loaded([files["orthogonal"][i]]), concept, images, i))
+        words = render.caption([render.moved(concept.look, size="large")], "black")
+        pictures = pipe.sample(pipe.model, pipe.clip, words, images, i)
+        rows["base model, look in words"].append(fidelity.identity_score(pipe.recognise(pictures), concept))
+    result["single"] = {name: _mean(scores) for name, scores in rows.items()}
+    log("single-concept identity measured")
+
+    for count in (c for c in FUSED_COUNTS if c <= len(concepts)):
+        for method in METHODS:
+            source = files["orthogonal" if method == "orthogonal" else "edlora"][:count]
+            start = time.monotonic()
+            model, clip = pipe.combined(source, method)
+            seconds = time.monotonic() - start
+            scores = [_identity(pipe, fidelity, model, clip, c, images, i) for i, c in enumerate(concepts[:count])]
+            single = rows["orthogonal (alone)" if method == "orthogonal" else "ED-LoRA"][:count]
+            fused, alone = _mean(scores), _mean(single)
+            result["fused"][f"{count}/{method}"] = {**fused, "drop_exact": alone["exact"] - fused["exact"],
+                                                    "drop_attr": alone["attributes"] - fused["attributes"],
+                                                    "seconds": round(seconds, 1)}
+            log(f"fused {count} by {method}: {fused}")
+
+    for count in (2, 3):
+        groups = [concepts[i: i + count] for i in range(0, len(concepts) - count + 1, count)]
+        for regional in (True, False):
+            per_box, placed = [], []
+            for g, group in enumerate(groups):
+                model, clip = pipe.combined([files["edlora"][concepts.index(c)] for c in group], "gradient")
+                boxes = [(fidelity.concept_caption(c, "small"), box) for c, box in zip(group, fidelity.LAYOUTS[count])]
+                pictures = pipe.sample_regions(model, clip, fidelity.scene_caption(group), boxes, images, g,
+                                               regional=regional)
+                for c, (_, box) in zip(group, boxes):
+                    per_box.append(pipe.recognise(pictures, box))
+                    placed.append(c)
+            result["regions"][f"{count}/{'regional' if regional else 'global only'}"] = fidelity.binding(
+                per_box, placed, concepts)
+        log(f"region binding with {count} concepts measured")
+    return result
+
+
+def report(result: dict, fidelity) -> str:
+    parts = ["Single-concept identity (mean over concepts)",
+             fidelity.markdown_table(("model", "exact", "attr"),
+                                     [(k, v["exact"], v["attributes"]) for k, v in result["single"].items()]),
+             "", "After fusion (drop = single-concept score minus fused score)",
+             fidelity.markdown_table(("concepts", "method", "exact", "attr", "drop exact", "drop attr", "fuse s"),
+                                     [(*k.split("/"), v["exact"], v["attributes"], v["drop_exact"], v["drop_attr"],
+                                       v["seconds"]) for k, v in result["fused"].items()])]
+    ratios = []
+    for count in FUSED_COUNTS:
+        grad, avg = result["fused"].get(f"{count}/gradient"), result["fused"].get(f"{count}/average")
+        if grad and avg:
+            ratio = grad["drop_attr"] / avg["drop_attr"] if avg["drop_attr"] > 1e-9 else float("nan")
+            ratios.append((count, grad["drop_attr"], avg["drop_attr"], ratio))
+    if ratios:
+        parts += ["", "Identity drop, gradient fusion / weight averaging (target at 8: <= 0.33)",
+                  fidelity.markdown_table(("concepts", "drop grad", "drop avg", "ratio"), ratios)]
+    parts += ["", "Region binding (target with 3 concepts, regional: right >= 0.90)",
+              fidelity.markdown_table(("concepts", "sampling", "right", "bleed", "empty", "boxes"),
+                                      [(*k.split("/"), v["right"], v["bleed"], v["empty"], int(v["boxes"]))
+                                       for k, v in result["regions"].items()])]
+    return "\n".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=8, help="images per measurement")
+    parser.add_argument("--concepts", type=int, default=8, help="how many of the world's novel concepts (<= 8)")
+    parser.add_argument("--weights", help="a world testbed file (default: the shipped one)")
+    parser.add_argument("--steps", type=int, help="concept training steps (default: the pipeline's)")
+    parser.add_argument("--json", help="also write the numbers here")
+    args = parser.parse_args()
+    import comfy_host
+    import world_pipeline
+
+    host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-bench-fidelity-"))
+    pipe = world_pipeline.WorldPipeline.load(host, args.weights)
+    if args.steps:
+        pipe.train_options["steps"] = args.steps
+    concepts = list(host.pack("mixofshow_core.world.concepts").CONCEPTS[: args.concepts])
+    started = time.monotonic()
+    result = run(pipe, concepts, args.images, lambda s: print(f"[{time.monotonic() - started:6.0f}s] {s}", flush=True))
+    result["total_seconds"] = round(time.monotonic() - started, 1)
+    result["setup"] = {"images": args.images, "concepts": len(concepts), "train": pipe.train_options,
+                       "sample": pipe.sample_options}
+    print(report(result, host.pack("mixofshow_core.world.fidelity")))
+    print(f"total {result['total_seconds']} s")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

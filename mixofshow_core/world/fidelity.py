@@ -1,0 +1,91 @@
+"""Fidelity measures on the synthetic world: does an image show a concept, and does each box show its own?
+
+Host-free: works on ``Recognition`` results of the scorer. Used by the demo's report and by
+benchmarks/bench_fidelity.py (the paper's image-alignment and region-binding measures, with a
+deterministic recogniser in place of CLIP).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .concepts import NovelConcept
+from .recipe import LAYOUTS
+from .render import Obj
+from .scorer import Recognition
+
+IDENTITY = ("shape", "colour", "pattern", "accent")
+__all__ = ["LAYOUTS", "attribute_match", "binding", "concept_caption", "identify", "identity_score",
+           "markdown_table", "scene_caption"]
+
+
+def _want(look: Obj) -> dict[str, str]:
+    return {"shape": look.shape, "colour": look.colour, "pattern": look.pattern,
+            "accent": look.accent if look.pattern != "plain" else ""}
+
+
+def attribute_match(recognition: Recognition, look: Obj) -> float:
+    """Fraction of the identity attributes (shape, colour, pattern, accent) recognised as ``look``'s; 0 when
+    no object was found."""
+    if not recognition.found:
+        return 0.0
+    want = _want(look)
+    return sum(getattr(recognition, f) == want[f] for f in IDENTITY) / len(IDENTITY)
+
+
+def identify(recognition: Recognition, candidates: Sequence[NovelConcept], min_match: int = 3) -> str | None:
+    """Name of the candidate concept the recognition matches best (at least ``min_match`` of the 4 identity
+    attributes, and strictly better than every other candidate), else None."""
+    scored = sorted(((attribute_match(recognition, c.look), c.name) for c in candidates), reverse=True)
+    if not scored or scored[0][0] * len(IDENTITY) < min_match - 1e-9:
+        return None
+    if len(scored) > 1 and scored[1][0] == scored[0][0]:
+        return None
+    return scored[0][1]
+
+
+def identity_score(recognitions: Sequence[Recognition], concept: NovelConcept) -> dict[str, float]:
+    """``exact``: fraction of images showing the concept's exact identity; ``attributes``: mean fraction
+    of its identity attributes recognised (the smoother measure, like CLIP image alignment)."""
+    if not recognitions:
+        raise ValueError("identity_score needs at least one recognised image; got none")
+    matches = [attribute_match(r, concept.look) for r in recognitions]
+    return {"exact": sum(m == 1.0 for m in matches) / len(matches), "attributes": sum(matches) / len(matches)}
+
+
+def binding(per_box: Sequence[Sequence[Recognition]], placed: Sequence[NovelConcept],
+            candidates: Sequence[NovelConcept]) -> dict[str, float]:
+    """Region binding over images: ``per_box[b][i]`` is image i's recognition inside box b, which should
+    show ``placed[b]``. ``right``: fraction of boxes whose identified concept is the right one; ``bleed``:
+    fraction of boxes showing another concept of the same image; ``empty``: no concept identified."""
+    if len(per_box) != len(placed):
+        raise ValueError(f"binding needs one recognition list per placed concept; got {len(per_box)} lists for "
+                         f"{len(placed)} concepts")
+    names = {c.name for c in placed}
+    right = bleed = empty = total = 0
+    for recognitions, concept in zip(per_box, placed):
+        for r in recognitions:
+            got = identify(r, candidates)
+            right += got == concept.name
+            bleed += got is not None and got != concept.name and got in names
+            empty += got is None
+            total += 1
+    return {"right": right / total, "bleed": bleed / total, "empty": empty / total, "boxes": float(total)}
+
+
+def concept_caption(concept: NovelConcept, size: str = "large", ground: str = "black") -> str:
+    """A prompt in the style of the concept's training captions: '<rubo1> <rubo2>, large, black background'."""
+    return f"{' '.join(concept.words)}, {size}, {ground} background"
+
+
+def scene_caption(concepts: Sequence[NovelConcept], ground: str = "black") -> str:
+    """Global prompt naming every concept: '<rubo1> <rubo2> and <zeta1> <zeta2>, black background'."""
+    return " and ".join(" ".join(c.words) for c in concepts) + f", {ground} background"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A small Markdown table; floats printed with 2 decimals."""
+    def cell(v: object) -> str:
+        return f"{v:.2f}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,21 @@
+"""Settings for concepts on the world testbed, shared by the demo workflows, the benchmark and the tests.
+
+Plain data with no imports, so scripts/build_example_workflows.py can read it without torch. The
+paper's learning rates are for SD1.5; this tiny model was trained from scratch and needs larger steps
+to learn a concept in a few hundred updates.
+"""
+
+# EDLoRATrain inputs (the names of the node's inputs); words and init come from the concept.
+TRAIN = {
+    "steps": 300, "batch_size": 4, "resolution": 64, "lr_embedding": 2e-2, "lr_text": 1e-3, "lr_unet": 2e-3,
+    "emb_norm_threshold": 100.0, "attn_reg_weight": 0.01, "crop": "center", "templates": "none",
+}
+# KSampler / RegionalKSampler settings for 64x64 world images.
+SAMPLE = {"steps": 20, "cfg": 5.0, "sampler": "euler", "scheduler": "normal"}
+# The demo's concepts (names in mixofshow_core.world.concepts.CONCEPTS).
+DEMO_CONCEPTS = ("rubo", "zeta", "kiva")
+# Boxes (x, y, width, height as fractions of the image) for scenes of 2 and 3 concepts.
+LAYOUTS = {
+    2: ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 0.5, 1.0)),
+    3: ((0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 0.5, 0.5), (0.25, 0.5, 0.5, 0.5)),
+}
