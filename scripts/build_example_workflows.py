@@ -186,14 +186,22 @@ def regional_pose():
     return build(nodes, "Regions: two concepts in two boxes with a pose ControlNet")
 
 
+def _train_widgets(name: str, words: str, init: str, options: dict, slot: int = 0,
+                   validation: tuple = ("", 0, 20, 7.5)) -> list:
+    """EDLoRATrain widget values in input order (required, then optional): the paper's recipe with
+    ``options`` (input names) overriding; ``validation`` = (prompts, every, steps, cfg)."""
+    o = {"steps": 0, "batch_size": 2, "resolution": 512, "lr_embedding": 1e-3, "lr_text": 1e-5, "lr_unet": 1e-4,
+         "emb_norm_threshold": 0.55, "attn_reg_weight": 0.01, "crop": "paper", "templates": "human", **options}
+    return [name, words, init, o["steps"], 500, o["batch_size"], o["resolution"], 0, "fixed", True,
+            "edlora", slot, o["lr_embedding"], o["lr_text"], o["lr_unet"], 4, 1.0, 0.01, True, 0.01, True, False,
+            o["attn_reg_weight"], False, o["emb_norm_threshold"], o["crop"], o["templates"], True, "auto", False, 100,
+            *validation]
+
+
 def train_one():
     """Train a concept from a folder of images (paper defaults), then sample it with the returned MODEL/CLIP."""
-    train_widgets = [
-        "my_concept", "<mychar1> <mychar2>", "<rand-0.013> man", 0, 500, 2, 512, 0, "fixed", True,  # required
-        "edlora", 0, 1e-3, 1e-5, 1e-4, 4, 1.0, 0.01, True, 0.01, True, False, 0.01, False, 0.55,  # recipe
-        "paper", "human", True, "auto", False, 100,  # data and run options
-        "a photo of <mychar1> <mychar2>\n<mychar1> <mychar2> on the beach", 500, 30, 7.5,  # validation
-    ]
+    train_widgets = _train_widgets("my_concept", "<mychar1> <mychar2>", "<rand-0.013> man", {}, validation=(
+        "a photo of <mychar1> <mychar2>\n<mychar1> <mychar2> on the beach", 500, 30, 7.5))
     nodes = [
         {"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120], "widgets": ["v1-5-pruned-emaonly.safetensors"]},
         {"id": 2, "type": "EDLoRADatasetFromFolder", "pos": [40, 300], "size": [360, 110],
@@ -204,16 +212,6 @@ def train_one():
     ]
     nodes += sampling_tail((3, 0), (3, 1), "a <mychar1> <mychar2> in a garden, best quality", 512, 512, 5)
     return build(nodes, "Train one ED-LoRA concept, then sample it")
-
-
-def _train_widgets(name: str, words: str, init: str, options: dict, slot: int = 0) -> list:
-    """EDLoRATrain widget values in input order (required, then optional), with ``options`` overriding."""
-    o = {"steps": 0, "batch_size": 2, "resolution": 512, "lr_embedding": 1e-3, "lr_text": 1e-5, "lr_unet": 1e-4,
-         "emb_norm_threshold": 0.55, "attn_reg_weight": 0.01, "crop": "paper", "templates": "human", **options}
-    return [name, words, init, o["steps"], 500, o["batch_size"], o["resolution"], 0, "fixed", True,
-            "edlora", slot, o["lr_embedding"], o["lr_text"], o["lr_unet"], 4, 1.0, 0.01, True, 0.01, True, False,
-            o["attn_reg_weight"], False, o["emb_norm_threshold"], o["crop"], o["templates"], True, "auto", False, 100,
-            "", 0, 20, 7.5]
 
 
 def world_train():
