@@ -79,8 +79,9 @@ class GradientFusion:
                                "Image size for feature collection (paper: 512). Lower is faster."}),
                 "seed": ("INT", {"default": d.seed, "min": 0, "max": 2**31 - 1, "tooltip":
                          "Seed of the feature-collection noise; same seed, same fused model."}),
-                "ridge": ("FLOAT", {"default": d.ridge, "min": 0.0, "max": 10.0, "step": 0.001, "tooltip":
-                          "Pull toward the base weights (fraction of the mean feature energy); 0 = exact."}),
+                "ridge": ("FLOAT", {"default": d.ridge, "min": 0.0, "max": 10.0, "step": 0.0001, "tooltip":
+                          "Pull toward the base weights (fraction of the mean feature energy); 0 = exact. "
+                          "Raise to 0.01-0.1 if fused concepts look washed out or noisy (small models)."}),
             },
             "optional": {
                 "concepts": ("MOS_CONCEPTS", {"tooltip": "Concepts from 'ED-LoRA Concept List', fused with any "

@@ -232,7 +232,7 @@ def world_train():
 def world_regions():
     """Demo, part 2: fuse the three trained concepts, then one regional pass and one global-only pass."""
     names = WORLD["DEMO_CONCEPTS"]
-    sample = WORLD["SAMPLE"]
+    sample, fuse = WORLD["SAMPLE"], WORLD["FUSE"]
     boxes = {"version": 1, "regions": [
         {"x": x, "y": y, "width": w, "height": h, "prompt": f"<{n}1> <{n}2>, small, black background",
          "negative": "", "weight": 1.0} for n, (x, y, w, h) in zip(names, WORLD["LAYOUTS"][len(names)])]}
@@ -244,7 +244,8 @@ def world_regions():
                       "widgets": [f"{name}.safetensors", 1.0, 1.0], "links": {"concepts": (1 + i, 0)} if i else {}})
     nodes += [
         {"id": 5, "type": "GradientFusion", "pos": [420, 120], "size": [340, 320],
-         "widgets": ["closed_form", 20, 64, 0, "fixed", 1e-4, 500, 500, 50, True, ""],
+         "widgets": ["closed_form", fuse["steps"], fuse["resolution"], fuse["seed"], "fixed", fuse["ridge"], 500, 500,
+                     50, True, ""],
          "links": {"model": (1, 0), "clip": (1, 1), "concepts": (4, 0)}},
         {"id": 6, "type": "EDLoRATextEncode", "pos": [800, 40], "size": [380, 120], "widgets": [scene],
          "links": {"clip": (5, 1)}},

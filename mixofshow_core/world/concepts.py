@@ -74,6 +74,20 @@ def base_sample(rng: np.random.Generator, pair_fraction: float = 0.5) -> tuple[l
     return objects, str(rng.choice(BACKGROUNDS))
 
 
+def autoencoder_dataset(count: int, seed: int = 0, pair_fraction: float = 0.5) -> np.ndarray:
+    """Images [N, 64, 64, 3] uint8 for the autoencoder: base-world scenes where half the patterned objects
+    carry a random second hue. An autoencoder (like SD's) must reconstruct any image of the world; only
+    the text-to-image part (UNet, text encoder) is kept from ever seeing a two-hue object."""
+    rng = np.random.default_rng(seed + 104729)
+    images = []
+    for i in range(count):
+        objects, ground = base_sample(rng, pair_fraction)
+        objects = [moved(o, accent=str(rng.choice([c for c in COLOURS if c != o.colour])))
+                   if o.pattern != "plain" and rng.random() < 0.5 else o for o in objects]
+        images.append(render(objects, ground, seed=seed * 7919 + i)[0])
+    return np.stack(images)
+
+
 def base_dataset(count: int, seed: int = 0, pair_fraction: float = 0.5):
     """(images [N, 64, 64, 3] uint8, captions) of the base world."""
     rng = np.random.default_rng(seed)

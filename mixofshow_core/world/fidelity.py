@@ -14,7 +14,7 @@ from .render import Obj
 from .scorer import Recognition
 
 IDENTITY = ("shape", "colour", "pattern", "accent")
-__all__ = ["LAYOUTS", "attribute_match", "binding", "concept_caption", "identify", "identity_score",
+__all__ = ["LAYOUTS", "attribute_match", "binding", "colour_binding", "concept_caption", "identify", "identity_score",
            "markdown_table", "scene_caption"]
 
 
@@ -70,6 +70,21 @@ def binding(per_box: Sequence[Sequence[Recognition]], placed: Sequence[NovelConc
             empty += got is None
             total += 1
     return {"right": right / total, "bleed": bleed / total, "empty": empty / total, "boxes": float(total)}
+
+
+def colour_binding(per_box: Sequence[Sequence[Recognition]], colours: Sequence[str]) -> dict[str, float]:
+    """Region binding of plain base-world objects, one colour per box (no concept learning involved):
+    ``right``: the box's recognised colour is its own; ``bleed``: it is another box's colour."""
+    if len(per_box) != len(colours):
+        raise ValueError(f"colour_binding needs one recognition list per box colour; got {len(per_box)} lists for "
+                         f"{len(colours)} colours")
+    pairs = [(r, colour) for recognitions, colour in zip(per_box, colours) for r in recognitions]
+    if not pairs:
+        raise ValueError("colour_binding needs at least one recognised box; got none")
+    right = sum(r.found and r.colour == colour for r, colour in pairs)
+    bleed = sum(r.found and r.colour != colour and r.colour in colours for r, colour in pairs)
+    return {"right": right / len(pairs), "bleed": bleed / len(pairs),
+            "empty": sum(not r.found for r, _ in pairs) / len(pairs), "boxes": float(len(pairs))}
 
 
 def concept_caption(concept: NovelConcept, size: str = "large", ground: str = "black") -> str:

@@ -80,10 +80,10 @@ def _pattern_mask(obj: Obj, side: int) -> np.ndarray:
     """Where the accent colour goes (bool [side, side])."""
     y, x = np.mgrid[0:side, 0:side] / side
     if obj.pattern == "striped":
-        return ((x + y) * 8) % 1.0 < 0.35  # diagonal bands, 8 periods across; the body keeps most of the area
-    if obj.pattern == "dotted":
-        u, v = (x * 7) % 1.0 - 0.5, (y * 7) % 1.0 - 0.5
-        return u * u + v * v < 0.27 ** 2
+        return ((x + y) * 5) % 1.0 < 0.4  # diagonal bands, 5 periods across; the body keeps most of the area
+    if obj.pattern == "dotted":  # 4.5 periods across: coarse enough for an autoencoder with an 8x8 latent
+        u, v = (x * 4.5) % 1.0 - 0.5, (y * 4.5) % 1.0 - 0.5
+        return u * u + v * v < 0.3 ** 2
     return np.zeros((side, side), dtype=bool)
 
 

@@ -1,7 +1,8 @@
 """A deterministic recogniser for the synthetic world: shape, colour, pattern, accent, size, position.
 
 Rules, not a learned model, so it needs no training and its errors are inspectable:
-* foreground = saturated pixels (every ground is grey, every object colour is saturated);
+* foreground = the largest 8-connected blob of saturated, clearly coloured pixels (every ground is grey or
+  black; a generated image's dark ground carries faint colour noise and stray specks, which this drops);
 * colour = the palette hue most foreground pixels are nearest to; accent = a second hue covering at
   least 8 % of the object, else "shade" when enough pixels are clearly darker than the body;
 * pattern = how accent pixels continue: two steps along the stripe direction they stay accent for
@@ -64,6 +65,30 @@ def _eroded(mask: np.ndarray) -> np.ndarray:
     return inner
 
 
+def _largest_blob(mask: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of ``mask`` (bool [H, W])."""
+    labels = np.zeros(mask.shape, np.int32)
+    best, best_size, current = 0, 0, 0
+    height, width = mask.shape
+    for y0, x0 in zip(*np.nonzero(mask)):
+        if labels[y0, x0]:
+            continue
+        current += 1
+        labels[y0, x0] = current
+        stack, size = [(y0, x0)], 0
+        while stack:
+            y, x = stack.pop()
+            size += 1
+            for ny in (y - 1, y, y + 1):
+                for nx in (x - 1, x, x + 1):
+                    if 0 <= ny < height and 0 <= nx < width and mask[ny, nx] and not labels[ny, nx]:
+                        labels[ny, nx] = current
+                        stack.append((ny, nx))
+        if size > best_size:
+            best, best_size = current, size
+    return labels == best if best else mask.copy()
+
+
 def _follows(accent: np.ndarray, dy: int, dx: int) -> float:
     """P(accent at (y+dy, x+dx) | accent at (y, x))."""
     a = accent[max(0, -dy): accent.shape[0] - max(0, dy), max(0, -dx): accent.shape[1] - max(0, dx)]
@@ -113,7 +138,8 @@ def recognise(image: np.ndarray, box: tuple[float, float, float, float] | None =
         x, y, bw, bh = box
         image = image[int(y * height): int(round((y + bh) * height)), int(x * width): int(round((x + bw) * width))]
     h, s, v = _hsv(image)
-    fg = (s > 0.4) & (v > 0.14)
+    chroma = s * v
+    fg = _largest_blob((s > 0.4) & (v > 0.14) & (chroma > 0.12))
     if fg.sum() < 12:
         return Recognition(found=False)
     classes = _nearest_hue(h)

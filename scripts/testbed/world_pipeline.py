@@ -70,9 +70,10 @@ class WorldPipeline:
                 model, clip = loader.load(model, clip, name, strength_model, strength_clip)
         return model, clip
 
-    def combined(self, files: list[str], method: str):
-        """(MODEL, CLIP) holding all concepts: 'gradient' (GradientFusion closed form), 'average' (its weight
-        averaging), 'orthogonal' (OrthogonalMerge sum, weight 1 per concept's own delta scale)."""
+    def combined(self, files: list[str], method: str, ridge: float | None = None):
+        """(MODEL, CLIP) holding all concepts: 'gradient' (GradientFusion closed form; ``ridge`` defaults to
+        recipe.FUSE's), 'average' (its weight averaging), 'orthogonal' (OrthogonalMerge sum, weight 1 per
+        concept's own delta scale)."""
         fusion = self._nodes("fusion_nodes")
         concepts = None
         with torch.inference_mode():
@@ -81,7 +82,9 @@ class WorldPipeline:
             if method == "orthogonal":
                 return self._nodes("orthogonal_nodes").OrthogonalMerge().merge(self.model, self.clip, concepts, 1.0)[:2]
             mode = {"gradient": "closed_form", "average": "average"}[method]
-            return fusion.GradientFusion().fuse(self.model, self.clip, mode, 20, 64, 0, 1e-4, concepts=concepts)[:2]
+            f = self.host.pack("mixofshow_core.world.recipe").FUSE
+            return fusion.GradientFusion().fuse(self.model, self.clip, mode, f["steps"], f["resolution"], f["seed"],
+                                                f["ridge"] if ridge is None else ridge, concepts=concepts)[:2]
 
     # --- sampling -------------------------------------------------------------------------------------
     def _encode(self, clip, text: str):
@@ -91,6 +94,13 @@ class WorldPipeline:
         import nodes as cn
 
         return (cn.VAEDecode().decode(self.vae, latent)[0].clamp(0, 1) * 255).round().byte().numpy()
+
+    def autoencoded(self, images: np.ndarray) -> np.ndarray:
+        """``images`` [N, 64, 64, 3] uint8 through VAEEncode and VAEDecode: what the model could draw at best."""
+        import nodes as cn
+
+        with torch.inference_mode():
+            return self._decode(cn.VAEEncode().encode(self.vae, torch.from_numpy(images).float() / 255.0)[0])
 
     def sample(self, model, clip, prompt: str, count: int, seed: int = 0, negative: str = "") -> np.ndarray:
         """``count`` images [N, 64, 64, 3] uint8 of ``prompt`` (one KSampler batch)."""

@@ -28,6 +28,14 @@ def test_renders_and_datasets_are_deterministic():
     assert not np.array_equal(images1, concepts.base_dataset(20, seed=6)[0])
 
 
+def test_autoencoder_images_include_two_hue_objects_and_are_deterministic():
+    """The autoencoder sees second hues (as SD's VAE has seen everything); the UNet's captions never do."""
+    images = concepts.autoencoder_dataset(60, seed=2)
+    assert images.shape == (60, 64, 64, 3) and np.array_equal(images, concepts.autoencoder_dataset(60, seed=2))
+    accents = {scorer.recognise(image).accent for image in images}
+    assert accents - {"", render.SHADE}, accents  # some object carries another palette hue
+
+
 def test_captions_name_what_is_drawn():
     objs = [render.Obj("triangle", "blue", "dotted", size="small", position="left"),
             render.Obj("square", "yellow", "plain", size="small", position="right")]

@@ -63,3 +63,16 @@ def test_captions_and_table():
     assert fidelity.scene_caption(C[:2]) == "<rubo1> <rubo2> and <zeta1> <zeta2>, black background"
     table = fidelity.markdown_table(("a", "b"), [("x", 0.5)])
     assert table.splitlines() == ["| a | b |", "| --- | --- |", "| x | 0.50 |"]
+
+
+def test_colour_binding_of_plain_objects():
+    objects = [render.Obj("circle", "red", "plain", render.SHADE, "small", "left"),
+               render.Obj("square", "blue", "plain", render.SHADE, "small", "right")]
+    image, _ = render.render(objects, "black")
+    boxes = fidelity.LAYOUTS[2]
+    per_box = [[scorer.recognise(image, box)] for box in boxes]
+    assert fidelity.colour_binding(per_box, ["red", "blue"]) == {"right": 1.0, "bleed": 0.0, "empty": 0.0,
+                                                                 "boxes": 2.0}
+    assert fidelity.colour_binding(per_box, ["blue", "red"])["bleed"] == 1.0
+    with pytest.raises(ValueError, match="one recognition list per box colour"):
+        fidelity.colour_binding(per_box, ["red"])
