@@ -108,10 +108,14 @@ def run(pipe, concepts, images: int, log) -> dict:
             colours += [o.colour for o in objects]
         result["regions"][f"{count}/base-world words/{sampling[regional]}"] = fidelity.colour_binding(per_box, colours)
 
+    fused: dict[tuple[str, ...], tuple] = {}  # each group fused once, sampled with and without regions
     for count, regional, groups in _scenes(concepts):
         per_box, placed = [], []
         for g, group in enumerate(groups):
-            model, clip = pipe.combined([files["edlora"][concepts.index(c)] for c in group], "gradient")
+            key = tuple(c.name for c in group)
+            if key not in fused:
+                fused[key] = pipe.combined([files["edlora"][concepts.index(c)] for c in group], "gradient")
+            model, clip = fused[key]
             boxes = [(fidelity.concept_caption(c, "small"), box) for c, box in zip(group, fidelity.LAYOUTS[count])]
             pictures = pipe.sample_regions(model, clip, fidelity.scene_caption(group), boxes, images, g,
                                            regional=regional)

@@ -14,13 +14,14 @@ from .render import Obj
 from .scorer import Recognition
 
 IDENTITY = ("shape", "colour", "pattern", "accent")
-__all__ = ["LAYOUTS", "attribute_match", "binding", "colour_binding", "concept_caption", "identify", "identity_score",
-           "markdown_table", "scene_caption"]
+__all__ = ["LAYOUTS", "attribute_match", "binding", "colour_binding", "concept_caption", "expected", "identify",
+           "identity_score", "markdown_table", "scene_caption"]
 
 
-def _want(look: Obj) -> dict[str, str]:
+def expected(look: Obj) -> dict[str, str]:
+    """What the scorer should read for ``look``: its attributes, with no accent on a plain object."""
     return {"shape": look.shape, "colour": look.colour, "pattern": look.pattern,
-            "accent": look.accent if look.pattern != "plain" else ""}
+            "accent": look.accent if look.pattern != "plain" else "", "size": look.size, "position": look.position}
 
 
 def attribute_match(recognition: Recognition, look: Obj) -> float:
@@ -28,7 +29,7 @@ def attribute_match(recognition: Recognition, look: Obj) -> float:
     no object was found."""
     if not recognition.found:
         return 0.0
-    want = _want(look)
+    want = expected(look)
     return sum(getattr(recognition, f) == want[f] for f in IDENTITY) / len(IDENTITY)
 
 
@@ -60,16 +61,8 @@ def binding(per_box: Sequence[Sequence[Recognition]], placed: Sequence[NovelConc
     if len(per_box) != len(placed):
         raise ValueError(f"binding needs one recognition list per placed concept; got {len(per_box)} lists for "
                          f"{len(placed)} concepts")
-    names = {c.name for c in placed}
-    right = bleed = empty = total = 0
-    for recognitions, concept in zip(per_box, placed):
-        for r in recognitions:
-            got = identify(r, candidates)
-            right += got == concept.name
-            bleed += got is not None and got != concept.name and got in names
-            empty += got is None
-            total += 1
-    return {"right": right / total, "bleed": bleed / total, "empty": empty / total, "boxes": float(total)}
+    got = [(identify(r, candidates), concept.name) for rs, concept in zip(per_box, placed) for r in rs]
+    return _tally(got, {c.name for c in placed})
 
 
 def colour_binding(per_box: Sequence[Sequence[Recognition]], colours: Sequence[str]) -> dict[str, float]:
@@ -78,13 +71,18 @@ def colour_binding(per_box: Sequence[Sequence[Recognition]], colours: Sequence[s
     if len(per_box) != len(colours):
         raise ValueError(f"colour_binding needs one recognition list per box colour; got {len(per_box)} lists for "
                          f"{len(colours)} colours")
-    pairs = [(r, colour) for recognitions, colour in zip(per_box, colours) for r in recognitions]
-    if not pairs:
-        raise ValueError("colour_binding needs at least one recognised box; got none")
-    right = sum(r.found and r.colour == colour for r, colour in pairs)
-    bleed = sum(r.found and r.colour != colour and r.colour in colours for r, colour in pairs)
-    return {"right": right / len(pairs), "bleed": bleed / len(pairs),
-            "empty": sum(not r.found for r, _ in pairs) / len(pairs), "boxes": float(len(pairs))}
+    return _tally([(r.colour if r.found else None, colour) for rs, colour in zip(per_box, colours) for r in rs],
+                  set(colours))
+
+
+def _tally(got_want: Sequence[tuple[str | None, str]], scene: set[str]) -> dict[str, float]:
+    """Shares of boxes: ``right`` (got == want), ``bleed`` (got another label of the scene), ``empty`` (None)."""
+    if not got_want:
+        raise ValueError("region binding needs at least one recognised box; got none")
+    n = len(got_want)
+    return {"right": sum(g == w for g, w in got_want) / n,
+            "bleed": sum(g is not None and g != w and g in scene for g, w in got_want) / n,
+            "empty": sum(g is None for g, _ in got_want) / n, "boxes": float(n)}
 
 
 def concept_caption(concept: NovelConcept, size: str = "large", ground: str = "black") -> str:

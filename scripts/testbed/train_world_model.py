@@ -158,7 +158,7 @@ def train_unet_and_text(model, clip, latents: torch.Tensor, tokens: torch.Tensor
 
 
 @torch.no_grad()
-def reconstruction_fidelity(vae, scorer, render, count: int = 240, seed: int = 1) -> dict[str, float]:
+def reconstruction_fidelity(vae, scorer, render, fidelity, count: int = 240, seed: int = 1) -> dict[str, float]:
     """Scorer accuracy on autoencoder reconstructions of single-object renders, a third of them in two hues
     (the ceiling for sampling)."""
     rng = np.random.default_rng(seed)
@@ -178,7 +178,7 @@ def reconstruction_fidelity(vae, scorer, render, count: int = 240, seed: int = 1
     right = dict.fromkeys(fields, 0)
     for (obj, _), image in zip(objs, rec):
         got = scorer.recognise(image)
-        want = {**obj.__dict__, "accent": obj.accent if obj.pattern != "plain" else ""}
+        want = fidelity.expected(obj)
         for f in fields:
             right[f] += got.found and getattr(got, f) == want[f]
     return {f: right[f] / count for f in fields}
@@ -224,7 +224,7 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     images, captions = world.base_dataset(args.images, seed=args.seed, pair_fraction=args.pairs)
-    pixels = _pixels(world.autoencoder_dataset(args.images, seed=args.seed, pair_fraction=args.pairs))
+    ae_pixels = _pixels(world.autoencoder_dataset(args.images, seed=args.seed, pair_fraction=args.pairs))
     log(f"rendered {len(images)} world images (and as many for the autoencoder)")
     meta = {"mixofshow.testbed": "world_tiny_sd1", "images": str(args.images), "pairs": str(args.pairs),
             "vae_steps": str(args.vae_steps), "vae_lr": str(args.vae_lr),
@@ -241,17 +241,17 @@ def main() -> None:
             glue.prepare_for_autograd(module)
         autoencoder = vae.first_stage_model
         with torch.enable_grad():
-            train_vae(autoencoder, pixels, args.vae_steps, 32, args.vae_lr, args.seed, log)
-        k = fold_latent_scale(autoencoder, pixels)
-        pixels = _pixels(images)
+            train_vae(autoencoder, ae_pixels, args.vae_steps, 32, args.vae_lr, args.seed, log)
+        k = fold_latent_scale(autoencoder, ae_pixels)
+        del ae_pixels  # 0.5 GB the UNet phase does not need
         log(f"latent scale folded into the autoencoder: x{k:.3f}")
-        rec = reconstruction_fidelity(autoencoder, host.pack("mixofshow_core.world.scorer"),
-                                      host.pack("mixofshow_core.world.render"))
+        rec = reconstruction_fidelity(autoencoder, *(host.pack(f"mixofshow_core.world.{m}")
+                                                     for m in ("scorer", "render", "fidelity")))
         log("autoencoder reconstructions scored: " + ", ".join(f"{f} {v:.0%}" for f, v in rec.items()))
         meta["vae_seconds"] = f"{time.monotonic() - started:.0f}"
         meta["vae_reconstruction"] = json.dumps(rec)
         with torch.no_grad():
-            latents = posterior_means(autoencoder, pixels)  # (N, 4, 8, 8)
+            latents = posterior_means(autoencoder, _pixels(images))  # (N, 4, 8, 8)
         tokens = tokens_for(clip, captions)
         unet_started = time.monotonic()
 
