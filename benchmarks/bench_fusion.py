@@ -26,15 +26,15 @@ from safetensors.torch import load_file, save_file
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
 sys.path.insert(0, REPO)
-from mixofshow_core.fusion import (GramStats, ScaledLoRA, average_deltas, lbfgs_fuse,  # noqa: E402
-                                   objective, relative_output_error)
 from mixofshow_core.config import FusionConfig  # noqa: E402
+from mixofshow_core.fusion import GramStats, ScaledLoRA, average_deltas, lbfgs_fuse, objective, relative_output_error  # noqa: E402
 from mixofshow_core.lora import LoRAPair  # noqa: E402
 
 # representative layers: (stage, fusion group, module, L-BFGS iterations)
 LAYERS = [
     ("text encoder", "text_model.encoder.layers.5.self_attn.qkv", "text_model.encoder.layers.5.self_attn.q_proj", 500),
-    ("K/V", "mid_block.attentions.0.transformer_blocks.0.attn2", "mid_block.attentions.0.transformer_blocks.0.attn2.to_k", 500),
+    ("K/V", "mid_block.attentions.0.transformer_blocks.0.attn2",
+     "mid_block.attentions.0.transformer_blocks.0.attn2.to_k", 500),
     ("K/V", "down_blocks.0.attentions.0.transformer_blocks.0.attn2",
      "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_v", 500),
     ("UNet attention", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.qkv",
@@ -134,7 +134,8 @@ def compare(path: str, counts: list[int]) -> None:
                   f"{t_lbfgs / t_closed:7.0f}x | {obj_d:9.2e} {obj_c:9.2e} {obj_l:9.2e} | "
                   f"{state_closed / 2**20:10.1f} {state_lbfgs / 2**20:8.1f} | "
                   f"{mean['C']:9.2e} {mean['L']:9.2e} {mean['avg']:9.2e} {ratio:6.3f}")
-            summary.setdefault(n, []).append((t_lbfgs / t_closed, obj_c <= obj_l * (1 + 1e-9), ratio, t_closed, t_lbfgs))
+            summary.setdefault(n, []).append(
+                (t_lbfgs / t_closed, obj_c <= obj_l * (1 + 1e-9), ratio, t_closed, t_lbfgs))
     print("\nC = closed form as the node runs it (ridge 1e-4, timed: Gram accumulation + solve); C0 = exact "
           "optimum (ridge 0); L = L-BFGS")
     print("rel obj = objective / objective of keeping W0 (0 = every concept reproduced on its features)")

@@ -41,7 +41,8 @@ def main() -> None:
         plain_text = "a photo of a man walking in a forest, best quality"
         cases = {
             "CLIPTextEncode (plain prompt)": lambda: nodes.CLIPTextEncode().encode(clip, plain_text),
-            "EDLoRATextEncode (with concept words)": lambda: concept_nodes.EDLoRATextEncode().encode(clip, concept_text),
+            "EDLoRATextEncode (with concept words)":
+                lambda: concept_nodes.EDLoRATextEncode().encode(clip, concept_text),
             "EDLoRATextEncode (no concept words)": lambda: concept_nodes.EDLoRATextEncode().encode(clip, plain_text),
         }
         times = interleaved_medians(cases, args.repeats)

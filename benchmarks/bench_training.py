@@ -37,9 +37,9 @@ def _load(host, kind: str):
     if kind == "testbed":
         with torch.inference_mode():
             return host.pack("nodes.testbed").build_testbed(0, std=None)
-    import test_assets
-
     import nodes
+
+    import test_assets
 
     path = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
     link = os.path.join(host.models("checkpoints"), "sd15_random.safetensors")
@@ -57,8 +57,9 @@ def _lora_algorithm() -> str:
 
 
 def _child(args) -> dict:
-    import comfy_host
     import torch
+
+    import comfy_host
 
     host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-bench-train-"))
     model, clip, vae = _load(host, args.model)

@@ -62,7 +62,8 @@ def parse_spec(text: str | dict) -> list[Region]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise RegionSpecError("bad_json", f"Region value is not valid JSON ({err.msg} at character {err.pos}).") from err
+            raise RegionSpecError(
+                "bad_json", f"Region value is not valid JSON ({err.msg} at character {err.pos}).") from err
     else:
         data = text
     if not isinstance(data, dict) or not isinstance(data.get("regions"), list):
@@ -108,7 +109,8 @@ def to_spec(regions: list[Region]) -> str:
     return json.dumps({"version": SPEC_VERSION, "regions": [r.to_dict() for r in regions]})
 
 
-_OFFICIAL = re.compile(r"^\s*\[?(?P<prompt>.*?)\]?\s*-\*-\s*\[?(?P<negative>.*?)\]?\s*-\*-\s*\[(?P<box>[^\]]*)\]\s*$", re.S)
+_OFFICIAL = re.compile(
+    r"^\s*\[?(?P<prompt>.*?)\]?\s*-\*-\s*\[?(?P<negative>.*?)\]?\s*-\*-\s*\[(?P<box>[^\]]*)\]\s*$", re.S)
 
 
 def from_official(prompt_rewrite: str, image_height: int, image_width: int) -> list[Region]:
@@ -118,12 +120,13 @@ def from_official(prompt_rewrite: str, image_height: int, image_width: int) -> l
     for i, part in enumerate(p for p in prompt_rewrite.split("|") if p.strip()):
         m = _OFFICIAL.match(part)
         if m is None:
-            raise RegionSpecError("bad_shape", f"official region {i} is not '[prompt]-*-[negative]-*-[y1, x1, y2, x2]': "
-                                               f"{part.strip()[:80]!r}")
+            raise RegionSpecError("bad_shape", f"official region {i} is not "
+                                               f"'[prompt]-*-[negative]-*-[y1, x1, y2, x2]': {part.strip()[:80]!r}")
         try:
             y1, x1, y2, x2 = (float(v) for v in m["box"].split(","))
         except ValueError as err:
-            raise RegionSpecError("bad_type", f"official region {i}: box must be four numbers, found [{m['box']}].") from err
+            raise RegionSpecError(
+                "bad_type", f"official region {i}: box must be four numbers, found [{m['box']}].") from err
         spec = {"x": x1 / image_width, "y": y1 / image_height, "width": (x2 - x1) / image_width,
                 "height": (y2 - y1) / image_height, "prompt": m["prompt"].strip(), "negative": m["negative"].strip()}
         regions.append(parse_spec({"version": SPEC_VERSION, "regions": [spec]})[0])

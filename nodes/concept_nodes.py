@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from ..mixofshow_core.concept import rename_words
 from ..mixofshow_core.formats import WRITERS, load_concept
@@ -41,7 +40,8 @@ class EDLoRALoader:
                 }),
                 "strength_clip": ("FLOAT", {
                     "default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01,
-                    "tooltip": "Scale of the text-encoder LoRA delta. Word embeddings are always used at full strength.",
+                    "tooltip": "Scale of the text-encoder LoRA delta. "
+                               "Word embeddings are always used at full strength.",
                 }),
             }
         }
@@ -114,7 +114,8 @@ class EDLoRAExport:
         return {
             "required": {
                 "concept_name": (paths.concept_files(), {"tooltip": "Concept file in models/edloras."}),
-                "format": (list(EXPORT_FORMATS), {"tooltip": "kohya LoRA goes to models/loras, ED-LoRA to models/edloras."}),
+                "format": (list(EXPORT_FORMATS),
+                           {"tooltip": "kohya LoRA goes to models/loras, ED-LoRA to models/edloras."}),
                 "filename": ("STRING", {"default": "concept_lora", "tooltip": "File name without extension."}),
             },
             "optional": {

@@ -154,8 +154,8 @@ class _Solver:
                 for module in stats.cross:
                     w0 = weights(module).float().cpu()
                     deltas = [d.get(module) for d in per_concept]
-                    out[module] = lbfgs_fuse(w0, feats, deltas, self.iters,
-                                             on_eval=comfy.model_management.throw_exception_if_processing_interrupted) - w0
+                    interrupt = comfy.model_management.throw_exception_if_processing_interrupted
+                    out[module] = lbfgs_fuse(w0, feats, deltas, self.iters, on_eval=interrupt) - w0
             for module in stats.cross:
                 self.residual = max(self.residual, stats.relative_residual(module, out[module]))
             tick()
@@ -247,7 +247,8 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
         clip.load_model()
         text_w0 = _snapshot(text_root, {m: _CLIP_PREFIX + m for m in text_modules})
     if cfg.mode == "average":
-        text_delta = {m: average_deltas([d.get(m) for d in per_text], text_in[m][0], text_in[m][1]) for m in text_modules}
+        text_delta = {m: average_deltas([d.get(m) for d in per_text], text_in[m][0], text_in[m][1])
+                      for m in text_modules}
     else:
         inputs = {g: text_in[next(iter(o))][1] for g, o in text_groups.items()}
         solver = _Solver(text_groups, inputs, cfg, cfg.text_iters, feature_sink)

@@ -146,7 +146,8 @@ class EDLoRASaveBundle:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "clip": ("CLIP", {"tooltip": "A CLIP carrying concept words (from Gradient Fusion or ED-LoRA Loaders)."}),
+                "clip": ("CLIP", {
+                    "tooltip": "A CLIP carrying concept words (from Gradient Fusion or ED-LoRA Loaders)."}),
                 "filename": ("STRING", {"default": "fused_concepts", "tooltip": "Bundle file name without extension."}),
             }
         }

@@ -4,8 +4,8 @@ from __future__ import annotations
 import comfy.samplers
 import torch
 
-from ..mixofshow_core.regions import Region, parse_spec
 from ..mixofshow_core.errors import RegionSpecError
+from ..mixofshow_core.regions import Region, parse_spec
 from . import comfy_glue, regions_glue
 
 CATEGORY = "Mix-of-Show/regions"
@@ -37,8 +37,10 @@ class RegionPrompt:
         return {
             "required": {
                 "clip": ("CLIP", {"tooltip": "CLIP (after ED-LoRA Loaders or Gradient Fusion) to encode the prompts."}),
-                "prompt": ("STRING", {"multiline": True, "tooltip": "What is inside the region, e.g. 'a <cat1> <cat2>'."}),
-                "negative": ("STRING", {"multiline": True, "default": "", "tooltip": "Negative prompt for this region."}),
+                "prompt": ("STRING", {"multiline": True,
+                                      "tooltip": "What is inside the region, e.g. 'a <cat1> <cat2>'."}),
+                "negative": ("STRING", {"multiline": True, "default": "",
+                                        "tooltip": "Negative prompt for this region."}),
                 "x": ("FLOAT", {"default": 0.0, **box, "tooltip": "Left edge, fraction of the image width."}),
                 "y": ("FLOAT", {"default": 0.0, **box, "tooltip": "Top edge, fraction of the image height."}),
                 "width": ("FLOAT", {"default": 0.5, **box, "tooltip": "Width, fraction of the image width."}),
@@ -148,7 +150,8 @@ class RegionControlStrength:
 
 class RegionalKSampler:
     DESCRIPTION = ("KSampler with regions: the global prompt for the scene, each region's prompt inside its box, in "
-                   "one sampling pass. Per-region ControlNet strengths apply when the conditionings carry a ControlNet.")
+                   "one sampling pass. Per-region ControlNet strengths apply when the conditionings carry a "
+                   "ControlNet.")
     CATEGORY = CATEGORY
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The denoised latent.",)

@@ -132,7 +132,8 @@ def two_concepts():
 
 
 def fuse_three():
-    nodes = [{"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120], "widgets": ["v1-5-pruned-emaonly.safetensors"]}]
+    nodes = [{"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120],
+              "widgets": ["v1-5-pruned-emaonly.safetensors"]}]
     for i, name in enumerate(("potter", "hermione", "thanos")):
         prev = (1, 0) if i == 0 else (2 + i - 1, 0)
         prev_clip = (1, 1) if i == 0 else (2 + i - 1, 1)
@@ -143,7 +144,8 @@ def fuse_three():
                   "links": {"model": (4, 0), "clip": (4, 1)}})
     nodes.append({"id": 6, "type": "EDLoRASaveBundle", "pos": [1220, 420], "widgets": ["fused_potter_hermione_thanos"],
                   "links": {"clip": (5, 1)}})
-    nodes.append({"id": 7, "type": "CheckpointSave", "pos": [1220, 580], "widgets": ["checkpoints/fused_potter_hermione_thanos"],
+    nodes.append({"id": 7, "type": "CheckpointSave", "pos": [1220, 580],
+                  "widgets": ["checkpoints/fused_potter_hermione_thanos"],
                   "links": {"model": (5, 0), "clip": (5, 1), "vae": (1, 2)}})
     nodes += sampling_tail((5, 0), (5, 1), "a <potter1> <potter2>, a <hermione1> <hermione2> and a <thanos1> "
                            "<thanos2> standing in a castle hall", 768, 512, 8)
@@ -165,7 +167,8 @@ def regional_pose():
         {"id": 3, "type": "EDLoRALoader", "pos": [380, 180], "size": [360, 130],
          "widgets": ["hermione.safetensors", 0.7, 0.7], "links": {"model": (2, 0), "clip": (2, 1)}},
         {"id": 4, "type": "LoadImage", "pos": [20, 360], "size": [320, 340], "widgets": ["pose.png", "image"]},
-        {"id": 5, "type": "ControlNetLoader", "pos": [20, 740], "widgets": ["control_v11p_sd15_openpose_fp16.safetensors"]},
+        {"id": 5, "type": "ControlNetLoader", "pos": [20, 740],
+         "widgets": ["control_v11p_sd15_openpose_fp16.safetensors"]},
         {"id": 6, "type": "EDLoRATextEncode", "pos": [780, 20], "size": [380, 140],
          "widgets": ["two people standing side by side in a library, best quality"], "links": {"clip": (3, 1)}},
         {"id": 7, "type": "EDLoRATextEncode", "pos": [780, 190], "size": [380, 140], "widgets": [NEGATIVE],

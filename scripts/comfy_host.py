@@ -74,9 +74,11 @@ def boot(workdir: str, pack_dir: str = REPO, adapt_backward: bool = True) -> Hos
     args.cpu = True
     if os.path.isdir(os.path.join(comfy, "utils")):  # ComfyUI 0.3.x: import before nodes (name shadowing)
         import utils.extra_config  # noqa: F401
-    import server  # noqa: F401
+    # isort: off (ComfyUI's own start-up order)
     import execution  # noqa: F401
     import nodes
+    import server  # noqa: F401
+    # isort: on
 
     if hasattr(nodes, "init_extra_nodes"):
         _run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
@@ -173,7 +175,8 @@ def run_prompt(prompt: dict[str, Any]) -> RunResult:
     for event, data in messages:
         if event == "execution_error":
             error = f"{data.get('exception_type')}: {data.get('exception_message')}"
-    outputs = (getattr(executor, "history_result", None) or {}).get("outputs", {}) or getattr(executor, "outputs_ui", {})
+    history = getattr(executor, "history_result", None) or {}
+    outputs = history.get("outputs", {}) or getattr(executor, "outputs_ui", {})
     return RunResult(executor.success, outputs, messages, error)
 
 

@@ -99,7 +99,8 @@ def _make_demo_concepts(prompt, loaders, host, torch):
             vectors = [table[int(torch.randint(0, 40000, (1,), generator=g))].float() for _ in words]
             concept = init.init_concept(words, vectors, layers, targets.text_targets(clip),
                                         targets.unet_targets(model), seed=seed, up_std=0.01)
-            formats.WRITERS["edlora"](concept, os.path.join(host.models("edloras"), prompt[key]["inputs"]["concept_name"]))
+            name = prompt[key]["inputs"]["concept_name"]
+            formats.WRITERS["edlora"](concept, os.path.join(host.models("edloras"), name))
 
 
 def _run(prompt: dict) -> dict:

@@ -105,7 +105,8 @@ def _from_tensors(path: Path, meta: dict[str, str], tensors: dict[str, torch.Ten
             f"{path.name}: metadata 'mixofshow.words', 'mixofshow.alpha' or 'mixofshow.orthogonal' is malformed."
         ) from err
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-        raise ConceptFileError(f"{path.name}: metadata 'mixofshow.words' must be a JSON list of strings, found {words!r}.")
+        raise ConceptFileError(
+            f"{path.name}: metadata 'mixofshow.words' must be a JSON list of strings, found {words!r}.")
     embeddings: dict[str, torch.Tensor] = {}
     for i, word in enumerate(words):
         key = f"embedding.{i}"
@@ -123,7 +124,8 @@ def _from_tensors(path: Path, meta: dict[str, str], tensors: dict[str, torch.Ten
         else:
             unknown.append(key)
     if unknown:
-        raise ConceptFileError(f"{path.name}: unknown tensors {sorted(unknown)[:12]}; the file was not written by this pack.")
+        raise ConceptFileError(
+            f"{path.name}: unknown tensors {sorted(unknown)[:12]}; the file was not written by this pack.")
     pairs = {part: _pairs(path, found) for part, found in loras.items()}
     concept = Concept(
         words=words,

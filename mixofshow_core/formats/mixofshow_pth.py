@@ -47,7 +47,8 @@ def read(path: Path) -> Concept | None:
     if not isinstance(params, dict) or "new_concept_embedding" not in params:
         raise ConceptFileError(
             f"{path.name} is a checkpoint but not a Mix-of-Show ED-LoRA one: expected "
-            f"params/new_concept_embedding, found top-level keys {sorted(data)[:8] if isinstance(data, dict) else type(data).__name__}."
+            f"params/new_concept_embedding, found top-level keys "
+            f"{sorted(data)[:8] if isinstance(data, dict) else type(data).__name__}."
         )
     unknown_parts = sorted(set(params) - {"new_concept_embedding", "text_encoder", "unet"})
     if unknown_parts:
@@ -80,5 +81,6 @@ def _pairs(path: Path, tensors: dict[str, torch.Tensor], part: str) -> dict[str,
         )
     half = sorted(m for m, f in found.items() if set(f) != {"down", "up"})
     if half:
-        raise ConceptFileError(f"{path.name}: LoRA modules missing their down or up half under params/{part}: {half[:12]}.")
+        raise ConceptFileError(
+            f"{path.name}: LoRA modules missing their down or up half under params/{part}: {half[:12]}.")
     return {m: LoRAPair(down=f["down"], up=f["up"]) for m, f in found.items()}

@@ -57,6 +57,7 @@ def testbed(host):
 def sd15(host):
     """(MODEL, CLIP, VAE, file name) of the full-size random SD1.5-shaped checkpoint."""
     import nodes
+
     import test_assets
 
     path = test_assets.sd15_checkpoint(os.path.join(CACHE, "test-assets"))

@@ -3,8 +3,14 @@ import logging
 
 import pytest
 import torch
-from integration.host_support import (check_recorded, layer_table, random_concept, record_contexts,
-                                      reference_contexts, write_concept)
+from integration.host_support import (
+    check_recorded,
+    layer_table,
+    random_concept,
+    record_contexts,
+    reference_contexts,
+    write_concept,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +43,8 @@ def test_chained_concepts_reach_every_layer_with_cond_and_uncond_batched(host, c
     plain_neg = cn.CLIPTextEncode().encode(clip, "blurry")[0][0][0][0]
     recording, recorder = record_contexts(model)
     _sample(cn, recording, positive, negative, batch=2)
-    layers = check_recorded(recorder, layer_table(host, model), {0: lambda l: [refs[l]], 1: lambda l: [plain_neg]})
+    layers = check_recorded(recorder, layer_table(host, model),
+                            {0: lambda layer: [refs[layer]], 1: lambda layer: [plain_neg]})
     assert layers == set(range(16))
     assert any(len(c) == 2 for _, c, _ in recorder.calls), "cond and uncond should share one batch"
     assert all(ctx.shape[0] == 4 for _, _, ctx in recorder.calls)  # batch 2 x (cond, uncond)
@@ -59,7 +66,7 @@ def test_stock_negative_areas_masks_and_combined_conds(host, cn, two_concepts):
     recording, recorder = record_contexts(model)
     out = _sample(cn, recording, positive, negative)
     layers = check_recorded(recorder, layer_table(host, model),
-                            {0: lambda l: [cat_refs[l], dog_refs[l]], 1: lambda l: [plain_neg]})
+                            {0: lambda layer: [cat_refs[layer], dog_refs[layer]], 1: lambda layer: [plain_neg]})
     assert layers == set(range(16)) and torch.isfinite(out).all()
 
 

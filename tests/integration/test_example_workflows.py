@@ -60,9 +60,8 @@ def test_workflow_runs_with_official_checkpoints(host, sd15, path):
         elif node["class_type"] == "RegionalKSampler":
             inputs["steps"] = 1
         elif node["class_type"] == "LoadImage":
-            from PIL import Image
-
             import folder_paths
+            from PIL import Image
 
             Image.new("RGB", (64, 64), (20, 200, 40)).save(os.path.join(folder_paths.get_input_directory(),
                                                                         inputs["image"]))

@@ -9,9 +9,9 @@ import os
 import pytest
 import torch
 from integration.host_support import check_recorded, record_contexts, reference_contexts
-from support import SD15_TABLE
 
 import test_assets
+from support import SD15_TABLE
 
 pytestmark = pytest.mark.fullsize
 PROMPT = "a photo of {} {} in a forest, (smiling:1.2)"
@@ -46,7 +46,7 @@ def test_every_layer_gets_the_prompt_encoded_with_its_own_row(host, cn, potter):
     cn.common_ksampler(recording, 0, 1, 7.0, "euler", "normal", positive, negative, latent)
 
     table = {(b[0], b[1], 0): i for i, (_, b) in enumerate(SD15_TABLE)}  # the official table, not ours
-    layers = check_recorded(recorder, table, {0: lambda l: [references[l]], 1: lambda l: [plain_negative]},
+    layers = check_recorded(recorder, table, {0: lambda layer: [references[layer]], 1: lambda layer: [plain_negative]},
                             atol=2e-4)
     assert layers == set(range(16))
     assert not torch.allclose(references[0], references[15], atol=1e-3)  # rows differ, so the check has teeth

@@ -2,9 +2,9 @@
 import os
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 import comfy_host
 

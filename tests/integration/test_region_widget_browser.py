@@ -7,7 +7,6 @@ Driven through ChromeDriver's W3C protocol with real pointer input: draw a box, 
 prompt, check the widget value and the prompt the frontend queues, then delete the box.
 """
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -102,7 +101,8 @@ def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
         pytest.skip("this ComfyUI's frontend has no Vue node rendering (the 2024 UI); run with a newer COMFYUI_PATH")
     if has_vue:
         browser.js_async("const done = arguments[arguments.length - 1];"
-                         "app.ui.settings.setSettingValueAsync('Comfy.VueNodes.Enabled', arguments[0]).then(() => done(1));",
+                         "app.ui.settings.setSettingValueAsync('Comfy.VueNodes.Enabled', arguments[0])"
+                         ".then(() => done(1));",
                          rendering == "vue_nodes")
     # A node that is then removed while its id is reused (what loading another workflow does): the Vue
     # renderer may keep showing the removed node's editor, whose edits must reach the new node.

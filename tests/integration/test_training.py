@@ -279,9 +279,10 @@ def test_cancel_through_the_executor_keeps_the_work(host):
     """A prompt cancelled mid-training ends as interrupted (not an error) and leaves a loadable concept."""
     import comfy.model_management as mm
     import comfy.utils
-    import comfy_host
     import folder_paths
     from PIL import Image
+
+    import comfy_host
 
     folder = os.path.join(folder_paths.get_input_directory(), "training", "executor_cut")
     os.makedirs(folder, exist_ok=True)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from support import make_concept
 from mixofshow_core import Concept, ConceptFileError, ConceptWordError, LoRAPair
+from support import make_concept
 
 
 def test_lora_delta_uses_alpha_not_alpha_over_rank():

@@ -8,11 +8,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from support import make_concept
 from mixofshow_core.errors import ConceptFileError
 from mixofshow_core.files import atomic_write
 from mixofshow_core.formats import kohya, load_concept
 from mixofshow_core.formats.edlora_safetensors import write
+from support import make_concept
 
 
 def _same(a, b):

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from mixofshow_core.fusion import (GramStats, ScaledLoRA, average_deltas, lbfgs_fuse, objective,
-                                   relative_output_error)
+from mixofshow_core.fusion import GramStats, ScaledLoRA, average_deltas, lbfgs_fuse, objective, relative_output_error
 from mixofshow_core.lora import LoRAPair
 
 

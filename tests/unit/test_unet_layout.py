@@ -2,9 +2,8 @@
 import pytest
 
 from mixofshow_core.errors import KeyMappingError
-from support import SD15_TABLE
 from mixofshow_core.unet_layout import UNetLayout, map_unet_modules
-
+from support import SD15_TABLE
 
 
 def sd15_layout():
