@@ -2,8 +2,9 @@
 
 Same classes as SD1.5 (ComfyUI's UNet with the SD1.5 block layout and its 16 cross-attention
 layers, an SD1 CLIP with the bundled tokenizer, a KL autoencoder) at a fraction of the width:
-UNet 32 channels, text width 64, ~5 M parameters in all. Weights are seeded random for now, so it
-proves the plumbing, not image quality; a trained testbed is planned.
+UNet 32 channels, text width 64, ~5 M parameters in all. ``build_testbed`` gives seeded random weights
+(the plumbing, not image quality); ``load_trained`` reads the world-trained file made by
+scripts/testbed/train_world_model.py, whose VAE decoder is wider than its encoder.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ UNET_CONFIG = dict(
 )
 VAE_CONFIG = dict(double_z=True, z_channels=4, resolution=64, in_channels=3, out_ch=3, ch=32, ch_mult=[1, 1, 1, 1],
                   num_res_blocks=1, attn_resolutions=[], dropout=0.0)
+DECODER_KEY = "mixofshow.vae_decoder"  # trained-file metadata: JSON of VAE_CONFIG changes for its decoder
 
 
 class TinySD1(comfy.supported_models.SD15):
@@ -79,11 +81,31 @@ def build_clip(seed: int, std: float | None = 0.02):
     return clip
 
 
-def build_vae(seed: int, std: float | None = 0.02, state: dict | None = None):
+def build_vae(seed: int, std: float | None = 0.02, state: dict | None = None, decoder: dict | None = None):
+    """The testbed VAE: seeded random, or ``state``'s weights. ``decoder``: VAE_CONFIG changes for a decoder
+    wider than the encoder (the world model's; ComfyUI's VAE builds both halves from one config)."""
     if state is None:
         autoencoder = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(VAE_CONFIG), embed_dim=4)
         state = seeded_init(autoencoder, seed + 2, std).state_dict()
-    return comfy.sd.VAE(sd=state, config={"params": {"ddconfig": dict(VAE_CONFIG), "embed_dim": 4}})
+    if not decoder:
+        return comfy.sd.VAE(sd=state, config={"params": {"ddconfig": dict(VAE_CONFIG), "embed_dim": 4}})
+    placeholder = {f"decoder.{k}": v for k, v in build_decoder(VAE_CONFIG).state_dict().items()}
+    vae = comfy.sd.VAE(sd={**{k: v for k, v in state.items() if not k.startswith("decoder.")}, **placeholder},
+                       config={"params": {"ddconfig": dict(VAE_CONFIG), "embed_dim": 4}})
+    wide = build_decoder({**VAE_CONFIG, **decoder})
+    wide.load_state_dict({k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")})
+    vae.first_stage_model.decoder = wide.to(vae.vae_dtype).eval()
+    vae.patcher.size = 0  # measured again, with the wide decoder
+    if hasattr(vae, "size"):
+        vae.size = None
+    return vae
+
+
+def build_decoder(config: dict, std: float | None = 0.02) -> torch.nn.Module:
+    """A seeded VAE decoder of ``config`` (a ddconfig); ``std`` as in ``seeded_init``."""
+    import comfy.ldm.modules.diffusionmodules.model as blocks
+
+    return seeded_init(blocks.Decoder(**config), 0, std)  # ComfyUI's layers skip initialisation
 
 
 def build_testbed(seed: int = 0, std: float | None = 0.02):
@@ -99,16 +121,21 @@ def checkpoint_state(model, clip, vae) -> dict[str, torch.Tensor]:
 
 def load_trained(path: str):
     """(MODEL, CLIP, VAE) of a trained testbed file written by scripts/testbed/train_world_model.py."""
+    import json
+
+    import safetensors
     import safetensors.torch
 
     state = safetensors.torch.load_file(path)
+    with safetensors.safe_open(path, "pt") as f:
+        decoder = json.loads((f.metadata() or {}).get(DECODER_KEY, "{}"))
     parts = {p: {k[len(p) + 1:]: v.float() for k, v in state.items() if k.startswith(p + ".")}
              for p in ("unet", "clip", "vae")}
     with torch.no_grad():  # the CLIP constructor writes into its weights
         model, clip = build_model(0), build_clip(0)
         model.model.diffusion_model.load_state_dict(parts["unet"], strict=True)
         clip.cond_stage_model.load_state_dict(parts["clip"], strict=True)
-        return model, clip, build_vae(0, state=parts["vae"])
+        return model, clip, build_vae(0, state=parts["vae"], decoder=decoder)
 
 
 def build_controlnet(seed: int):

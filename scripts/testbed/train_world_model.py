@@ -7,7 +7,9 @@ like any SD1 checkpoint. Phases:
    posterior means, L1 + MSE with objects weighted 5x), its posterior variance pinned tiny and its latent
    scale folded into the weights so latents have the spread SD1's latent format (x 0.18215) expects; its
    reconstructions are scored with the world scorer;
-2. UNet and text encoder from scratch on the base world's captions (epsilon-prediction, min-SNR-5
+2. a wider decoder (--decoder) trained on the frozen encoder's latents replaces the small one, which was only a
+   training aid (``--widen-decoder-of FILE`` runs this phase alone on a trained file, keeping its UNet);
+3. UNet and text encoder from scratch on the base world's captions (epsilon-prediction, min-SNR-5
    weighting, 10 % empty captions for classifier-free guidance, an EMA of the weights is what is saved,
    every --save-every steps, so a stopped run leaves a usable file). Novel concepts are never shown.
 The script prints its wall time per phase; scripts/testbed/eval_world_model.py measures caption fidelity.
@@ -31,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [os.path.join(REPO, "scripts")]
 SD1_SCALE = 0.18215
+DECODER_STEPS = 1800
 
 
 def _pixels(images: np.ndarray) -> torch.Tensor:
@@ -47,20 +50,51 @@ def train_vae(vae, images: torch.Tensor, steps: int, batch: int, lr: float, seed
     for step in range(steps):
         x = images[torch.randint(len(images), (batch,), generator=g)]
         mean = vae.quant_conv(vae.encoder(x))[:, :4]  # (B, 4, h, w); channels 4..7 are the log-variance
-        rec = vae.decode(mean)
-        weight = 1 + 4 * (x.amax(dim=1, keepdim=True) - x.amin(dim=1, keepdim=True) > 0.6)  # (B, 1, 64, 64)
-        err = rec - x  # objects (saturated pixels) weigh 5x: the ground is most of every image
-        loss = ((err.abs() + err ** 2) * weight).mean() / weight.float().mean() + 1e-4 * (mean ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in opt.param_groups:  # cosine decay to 0
-            group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * step / steps))
-        opt.step()
+        loss = reconstruction_loss(vae.decode(mean), x) + 1e-4 * (mean ** 2).mean()
+        _step(opt, loss, lr, step, steps)
         if step % 100 == 0 or step == steps - 1:
             log(f"vae step {step}: loss {float(loss.detach()):.4f}")
     with torch.no_grad():  # log-variance -10 everywhere: ComfyUI's encode samples, with std e^-5 that is the mean
         vae.quant_conv.weight[4:] = 0
         vae.quant_conv.bias[4:] = -10.0
+
+
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE with objects (saturated pixels) weighted 5x: the ground is most of every image."""
+    weight = 1 + 4 * (x.amax(dim=1, keepdim=True) - x.amin(dim=1, keepdim=True) > 0.6)  # (B, 1, 64, 64)
+    err = rec - x
+    return ((err.abs() + err ** 2) * weight).mean() / weight.float().mean()
+
+
+def _step(opt, loss: torch.Tensor, lr: float, step: int, steps: int) -> None:
+    """One Adam step with the learning rate on a cosine decay to 0."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for group in opt.param_groups:
+        group["lr"] = lr * 0.5 * (1 + np.cos(np.pi * step / steps))
+    opt.step()
+
+
+def widen_decoder(vae, testbed, images: torch.Tensor, changes: dict, steps: int, batch: int, lr: float, seed: int,
+                  log) -> None:
+    """Replace the decoder by a wider one (VAE_CONFIG plus ``changes``) trained on the frozen encoder's latents,
+    so the UNet trained on those latents stays valid. The small decoder of the joint phase is a training aid:
+    with it, squares came back as blobs and yellow dots on red as orange."""
+    latents = posterior_means(vae, images)  # (N, 4, 8, 8), fixed
+    decoder = testbed.build_decoder({**testbed.VAE_CONFIG, **changes}, std=None)
+    __import__(f"{host_pack()}.nodes.train_glue", fromlist=["x"]).prepare_for_autograd(decoder)
+    post = vae.post_quant_conv  # trained on with the new decoder
+    log(f"wide decoder: {sum(p.numel() for p in decoder.parameters()) / 1e6:.1f} M parameters "
+        f"(was {sum(p.numel() for p in vae.decoder.parameters()) / 1e6:.2f} M)")
+    opt = torch.optim.Adam([*decoder.parameters(), *post.parameters()], lr=lr)
+    g = torch.Generator().manual_seed(seed + 1)
+    for step in range(steps):
+        pick = torch.randint(len(images), (batch,), generator=g)
+        loss = reconstruction_loss(decoder(post(latents[pick])), images[pick])
+        _step(opt, loss, lr, step, steps)
+        if step % 100 == 0 or step == steps - 1:
+            log(f"decoder step {step}: loss {float(loss.detach()):.4f}")
+    vae.decoder = decoder.eval()
 
 
 @torch.no_grad()
@@ -202,6 +236,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=float, default=0.25, help="fraction of two-object scenes")
     parser.add_argument("--vae-steps", type=int, default=1200)
     parser.add_argument("--vae-lr", type=float, default=2e-3)
+    parser.add_argument("--decoder", type=json.loads, default={"ch_mult": [1, 2, 4, 4], "num_res_blocks": 2},
+                        help="JSON of VAE_CONFIG changes for the wide decoder; {} keeps the small one")
+    parser.add_argument("--decoder-steps", type=int, default=DECODER_STEPS)
+    parser.add_argument("--decoder-lr", type=float, default=1e-3)
+    parser.add_argument("--widen-decoder-of", metavar="FILE",
+                        help="only the wide-decoder phase, on this trained file's autoencoder (its UNet and text "
+                             "encoder are kept); writes --out")
     parser.add_argument("--unet-steps", type=int, default=4500)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -222,9 +263,44 @@ def main() -> None:
         lines.append(f"[{time.monotonic() - started:7.1f}s] {text}")
         print(lines[-1], flush=True)
 
+    def write(state: dict, meta: dict) -> None:
+        host.pack("mixofshow_core.files").save_safetensors_atomic(
+            {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, args.out, dict(meta))
+
+    def score(autoencoder, meta: dict, key: str) -> None:
+        rec = reconstruction_fidelity(autoencoder, *(host.pack(f"mixofshow_core.world.{m}")
+                                                     for m in ("scorer", "render", "fidelity")))
+        log(f"{key} scored: " + ", ".join(f"{f} {v:.0%}" for f, v in rec.items()))
+        meta[key] = json.dumps(rec)
+
+    def decoder_phase(vae, ae_pixels: torch.Tensor, meta: dict) -> None:
+        if not args.decoder:
+            return
+        phase_started = time.monotonic()
+        with torch.enable_grad():
+            widen_decoder(vae.first_stage_model, testbed, ae_pixels, args.decoder, args.decoder_steps, 32,
+                          args.decoder_lr, args.seed, log)
+        meta.update({testbed.DECODER_KEY: json.dumps(args.decoder), "decoder_steps": str(args.decoder_steps),
+                     "decoder_lr": str(args.decoder_lr),
+                     "decoder_seconds": f"{time.monotonic() - phase_started:.0f}"})
+        score(vae.first_stage_model, meta, "wide_decoder_reconstruction")
+
     torch.manual_seed(args.seed)
-    images, captions = world.base_dataset(args.images, seed=args.seed, pair_fraction=args.pairs)
     ae_pixels = _pixels(world.autoencoder_dataset(args.images, seed=args.seed, pair_fraction=args.pairs))
+    if args.widen_decoder_of:
+        import safetensors
+
+        with safetensors.safe_open(args.widen_decoder_of, "pt") as f:
+            meta = dict(f.metadata())
+        with torch.inference_mode(False):
+            with torch.no_grad():
+                model, clip, vae = testbed.load_trained(args.widen_decoder_of)
+            vae.first_stage_model.float()
+            decoder_phase(vae, ae_pixels, meta)
+            write(testbed.checkpoint_state(model, clip, vae), meta)
+        log(f"wrote {args.out}")
+        return
+    images, captions = world.base_dataset(args.images, seed=args.seed, pair_fraction=args.pairs)
     log(f"rendered {len(images)} world images (and as many for the autoencoder)")
     meta = {"mixofshow.testbed": "world_tiny_sd1", "images": str(args.images), "pairs": str(args.pairs),
             "vae_steps": str(args.vae_steps), "vae_lr": str(args.vae_lr),
@@ -243,13 +319,11 @@ def main() -> None:
         with torch.enable_grad():
             train_vae(autoencoder, ae_pixels, args.vae_steps, 32, args.vae_lr, args.seed, log)
         k = fold_latent_scale(autoencoder, ae_pixels)
-        del ae_pixels  # 0.5 GB the UNet phase does not need
         log(f"latent scale folded into the autoencoder: x{k:.3f}")
-        rec = reconstruction_fidelity(autoencoder, *(host.pack(f"mixofshow_core.world.{m}")
-                                                     for m in ("scorer", "render", "fidelity")))
-        log("autoencoder reconstructions scored: " + ", ".join(f"{f} {v:.0%}" for f, v in rec.items()))
+        score(autoencoder, meta, "vae_reconstruction")
         meta["vae_seconds"] = f"{time.monotonic() - started:.0f}"
-        meta["vae_reconstruction"] = json.dumps(rec)
+        decoder_phase(vae, ae_pixels, meta)
+        del ae_pixels  # 0.5 GB the UNet phase does not need
         with torch.no_grad():
             latents = posterior_means(autoencoder, _pixels(images))  # (N, 4, 8, 8)
         tokens = tokens_for(clip, captions)
@@ -258,9 +332,7 @@ def main() -> None:
         def save(step: int) -> None:
             meta["unet_steps_done"] = str(step)
             meta["unet_seconds"] = f"{time.monotonic() - unet_started:.0f}"
-            state = testbed.checkpoint_state(model, clip, vae)
-            host.pack("mixofshow_core.files").save_safetensors_atomic(
-                {k: v.half() if v.is_floating_point() else v for k, v in state.items()}, args.out, dict(meta))
+            write(testbed.checkpoint_state(model, clip, vae), meta)
             log(f"wrote {args.out} at step {step} ({os.path.getsize(args.out) / 2**20:.1f} MB)")
 
         with torch.enable_grad():

@@ -3,8 +3,10 @@ import os
 import subprocess
 import sys
 
-import comfy_host
+import safetensors.torch
 import torch
+
+import comfy_host
 
 
 def _sample(cn, model, clip, vae, text: str, steps: int, count: int = 1):
@@ -17,16 +19,34 @@ def _sample(cn, model, clip, vae, text: str, steps: int, count: int = 1):
         return cn.VAEDecode().decode(vae, samples)[0]
 
 
+def _train(*args: str) -> subprocess.CompletedProcess:
+    script = os.path.join(comfy_host.REPO, "scripts", "testbed", "train_world_model.py")
+    run = subprocess.run([sys.executable, script, "--images", "48", *args], capture_output=True, text=True,
+                         timeout=600, env=os.environ.copy())
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run
+
+
 def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path):
     out = tmp_path / "world_smoke.safetensors"
-    script = os.path.join(comfy_host.REPO, "scripts", "testbed", "train_world_model.py")
-    run = subprocess.run([sys.executable, script, "--images", "48", "--vae-steps", "2", "--unet-steps", "2",
-                          "--batch", "8", "--out", str(out)], capture_output=True, text=True, timeout=600,
-                         env=os.environ.copy())
-    assert run.returncode == 0, run.stderr[-2000:]
+    run = _train("--vae-steps", "2", "--decoder-steps", "2", "--unet-steps", "2", "--batch", "8", "--out", str(out))
     assert '"unet_steps": "2"' in run.stdout and out.stat().st_size > 1_000_000
     with torch.inference_mode():
         model, clip, vae = host.pack("nodes.testbed").load_trained(str(out))
+    image = _sample(cn, model, clip, vae, "a large red striped circle, black background", 2)
+    assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
+
+    # the wide-decoder phase alone, on that file: only the decoding half changes, and the file loads with it
+    wide = tmp_path / "world_wide.safetensors"
+    _train("--widen-decoder-of", str(out), "--decoder", '{"ch_mult": [1, 2, 2, 2]}', "--decoder-steps", "2",
+           "--out", str(wide))
+    before, after = safetensors.torch.load_file(str(out)), safetensors.torch.load_file(str(wide))
+    kept = [k for k in before if not k.startswith(("vae.decoder.", "vae.post_quant_conv."))]
+    assert kept and all(torch.equal(before[k], after[k]) for k in kept)
+    assert after["vae.decoder.conv_in.weight"].shape == (64, 4, 3, 3) != before["vae.decoder.conv_in.weight"].shape
+    with torch.inference_mode():
+        model, clip, vae = host.pack("nodes.testbed").load_trained(str(wide))
+    assert vae.first_stage_model.decoder.conv_in.out_channels == 64
     image = _sample(cn, model, clip, vae, "a large red striped circle, black background", 2)
     assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
 
