@@ -89,10 +89,11 @@ def build_vae(seed: int, std: float | None = 0.02, state: dict | None = None, de
         state = seeded_init(autoencoder, seed + 2, std).state_dict()
     if not decoder:
         return comfy.sd.VAE(sd=state, config={"params": {"ddconfig": dict(VAE_CONFIG), "embed_dim": 4}})
-    placeholder = {f"decoder.{k}": v for k, v in build_decoder(VAE_CONFIG).state_dict().items()}
+    # ComfyUI's VAE needs decoder weights of VAE_CONFIG's shape: placeholders (never used), then the swap
+    placeholder = {f"decoder.{k}": v for k, v in _bare_decoder(VAE_CONFIG).state_dict().items()}
     vae = comfy.sd.VAE(sd={**{k: v for k, v in state.items() if not k.startswith("decoder.")}, **placeholder},
                        config={"params": {"ddconfig": dict(VAE_CONFIG), "embed_dim": 4}})
-    wide = build_decoder({**VAE_CONFIG, **decoder})
+    wide = _bare_decoder({**VAE_CONFIG, **decoder})
     wide.load_state_dict({k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")})
     vae.first_stage_model.decoder = wide.to(vae.vae_dtype).eval()
     vae.patcher.size = 0  # measured again, with the wide decoder
@@ -103,9 +104,14 @@ def build_vae(seed: int, std: float | None = 0.02, state: dict | None = None, de
 
 def build_decoder(config: dict, std: float | None = 0.02) -> torch.nn.Module:
     """A seeded VAE decoder of ``config`` (a ddconfig); ``std`` as in ``seeded_init``."""
+    return seeded_init(_bare_decoder(config), 0, std)
+
+
+def _bare_decoder(config: dict) -> torch.nn.Module:
+    """A VAE decoder of ``config`` with uninitialised weights (ComfyUI's layers skip initialisation)."""
     import comfy.ldm.modules.diffusionmodules.model as blocks
 
-    return seeded_init(blocks.Decoder(**config), 0, std)  # ComfyUI's layers skip initialisation
+    return blocks.Decoder(**config)
 
 
 def build_testbed(seed: int = 0, std: float | None = 0.02):

@@ -82,7 +82,7 @@ def widen_decoder(vae, testbed, images: torch.Tensor, changes: dict, steps: int,
     with it, squares came back as blobs and yellow dots on red as orange."""
     latents = posterior_means(vae, images)  # (N, 4, 8, 8), fixed
     decoder = testbed.build_decoder({**testbed.VAE_CONFIG, **changes}, std=None)
-    __import__(f"{host_pack()}.nodes.train_glue", fromlist=["x"]).prepare_for_autograd(decoder)
+    train_glue().prepare_for_autograd(decoder)
     post = vae.post_quant_conv  # trained on with the new decoder
     log(f"wide decoder: {sum(p.numel() for p in decoder.parameters()) / 1e6:.1f} M parameters "
         f"(was {sum(p.numel() for p in vae.decoder.parameters()) / 1e6:.2f} M)")
@@ -141,7 +141,7 @@ class EMA:
 def train_unet_and_text(model, clip, latents: torch.Tensor, tokens: torch.Tensor, args, log, save) -> None:
     """ε-prediction on DDPM-noised latents with min-SNR-5 weighting; the text encoder is trained jointly from
     scratch. ``save(step)`` is called every ``args.save_every`` steps and at the end with the EMA weights in place."""
-    glue = __import__(f"{host_pack()}.nodes.train_glue", fromlist=["x"])
+    glue = train_glue()
     unet, encoder = model.model.diffusion_model, clip.cond_stage_model.clip_l
     params = list(unet.parameters()) + list(encoder.parameters())
     for p in params:
@@ -229,6 +229,11 @@ def host_pack() -> str:
     return _HOST["name"]
 
 
+def train_glue():
+    """The pack's nodes.train_glue module under the booted host's package name."""
+    return __import__(f"{host_pack()}.nodes.train_glue", fromlist=["x"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=os.path.join(REPO, "nodes", "testbed_weights", "world_tiny_sd1.safetensors"))
@@ -250,6 +255,8 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=500, help="write the EMA weights every N UNet steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.widen_decoder_of and not args.decoder:
+        parser.error("--widen-decoder-of needs a wide --decoder (JSON of VAE_CONFIG changes); {} changes nothing")
     import comfy_host
 
     host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-world-"))
@@ -291,7 +298,7 @@ def main() -> None:
         import safetensors
 
         with safetensors.safe_open(args.widen_decoder_of, "pt") as f:
-            meta = dict(f.metadata())
+            meta = dict(f.metadata() or {})
         with torch.inference_mode(False):
             with torch.no_grad():
                 model, clip, vae = testbed.load_trained(args.widen_decoder_of)
