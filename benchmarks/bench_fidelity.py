@@ -4,20 +4,22 @@ Trains every novel concept of the synthetic world twice on the world-trained tes
 Orthogonal Adaptation with its own slot), then prints, measured with the world scorer:
 1. single-concept identity: each ED-LoRA alone, its embedding only (LoRA off), and the base model given
    the look in words (it never saw such a concept);
-2. after fusing 2, 4, 8 concepts: gradient fusion (at the world recipe's ridge 1e-2, and at the node's
-   default 1e-4) vs weight averaging vs Orthogonal Adaptation sum, the identity score and its drop from
+2. after fusing 2, 4, 8 concepts: gradient fusion (at the world recipe's ridge 1e-2, and at each ridge of
+   --ridges, by default the node's 1e-4) vs weight averaging vs Orthogonal Adaptation sum, the identity score and its drop from
    single-concept (the paper's Table 2 analogue);
 3. region binding with 2 and 3 concepts in boxes (fused by gradient fusion): fraction of boxes showing
    the right concept, and bleed (another concept of the scene in the box), with and without regional
    attention; and, for the regional machinery alone, the same layouts with plain base-world objects of
    the concepts' colours and shapes in words (right = the box's recognised colour is its own).
-Single-concept identity also lists the concepts' own photos after an autoencoder round trip: the most
-any sample of this model can score.
+Single-concept identity also lists the concepts' own photos after an autoencoder round trip, and region
+binding the ideal picture (each concept drawn small at its box's centre) after the same round trip: the
+most any sample of this model can score.
 Identity = fraction of images whose recognised shape, colour, pattern and accent are all the concept's
 ('exact'), and the mean fraction of those 4 attributes ('attr', the smoother measure).
 
     eval "$(bash scripts/host/provision.sh)"
-    $MOS_PYTHON benchmarks/bench_fidelity.py [--images 8] [--concepts 8] [--weights FILE] [--json OUT]
+    $MOS_PYTHON benchmarks/bench_fidelity.py [--images 8] [--concepts 8] [--weights FILE] [--ridges 1e-4]
+                                             [--json OUT]
 """
 from __future__ import annotations
 
@@ -28,12 +30,20 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(REPO, "scripts"), os.path.join(REPO, "scripts", "testbed")]
 FUSED_COUNTS = (2, 4, 8)
-# name: (combining method, GradientFusion ridge; None = recipe.FUSE's 1e-2)
-METHODS = {"gradient": ("gradient", None), "gradient ridge 1e-4": ("gradient", 1e-4), "average": ("average", None),
-           "orthogonal": ("orthogonal", None)}
+CEILING = "ideal scene through the autoencoder (ceiling)"
+
+
+def methods(ridges: list[float]) -> dict[str, tuple[str, float | None]]:
+    """name: (combining method, GradientFusion ridge; None = recipe.FUSE's 1e-2). The recipe's ridge is
+    'gradient'; every other ridge in ``ridges`` adds a row 'gradient ridge <value>'."""
+    out: dict[str, tuple[str, float | None]] = {"gradient": ("gradient", None)}
+    out.update({f"gradient ridge {r:g}": ("gradient", r) for r in ridges})
+    return {**out, "average": ("average", None), "orthogonal": ("orthogonal", None)}
 
 
 def _identity(pipe, fidelity, model, clip, concept, images: int, seed: int) -> dict[str, float]:
@@ -53,10 +63,10 @@ def _scenes(concepts):
             yield count, regional, groups
 
 
-def run(pipe, concepts, images: int, log) -> dict:
+def run(pipe, concepts, images: int, log, ridges: tuple[float, ...] = (1e-4,)) -> dict:
     fidelity = pipe.host.pack("mixofshow_core.world.fidelity")
     render = pipe.host.pack("mixofshow_core.world.render")
-    result: dict = {"single": {}, "fused": {}, "regions": {}}
+    result: dict = {"single": {}, "fused": {}, "regions": {}, "methods": list(methods(list(ridges)))}
     files = {"edlora": [], "orthogonal": []}
     started = time.monotonic()
     for i, concept in enumerate(concepts):
@@ -83,7 +93,7 @@ def run(pipe, concepts, images: int, log) -> dict:
     log("single-concept identity measured")
 
     for count in (c for c in FUSED_COUNTS if c <= len(concepts)):
-        for method, (how, ridge) in METHODS.items():
+        for method, (how, ridge) in methods(list(ridges)).items():
             source = files["orthogonal" if method == "orthogonal" else "edlora"][:count]
             start = time.monotonic()
             model, clip = pipe.combined(source, how, ridge)
@@ -123,6 +133,12 @@ def run(pipe, concepts, images: int, log) -> dict:
             placed += group
         result["regions"][f"{count}/concepts/{sampling[regional]}"] = fidelity.binding(per_box, placed, concepts)
         log(f"region binding with {count} concepts ({sampling[regional]}) measured")
+    for count in (c for c in (2, 3) if c <= len(concepts)):  # the ideal scene, every rotation of the concepts
+        groups = [[concepts[(k + j) % len(concepts)] for j in range(count)] for k in range(len(concepts))]
+        decoded = pipe.autoencoded(np.stack([fidelity.box_scene(g, fidelity.LAYOUTS[count]) for g in groups]))
+        per_box = [pipe.recognise(image[None], box) for image in decoded for box in fidelity.LAYOUTS[count]]
+        result["regions"][f"{count}/concepts/{CEILING}"] = fidelity.binding(per_box, [c for g in groups for c in g],
+                                                                            concepts)
     return result
 
 
@@ -137,7 +153,7 @@ def report(result: dict, fidelity) -> str:
     ratios = []
     for count in FUSED_COUNTS:
         avg = result["fused"].get(f"{count}/average")
-        for method in (m for m in METHODS if m.startswith("gradient")):
+        for method in (m for m in result["methods"] if m.startswith("gradient")):
             grad = result["fused"].get(f"{count}/{method}")
             if grad and avg:
                 ratio = grad["drop_attr"] / avg["drop_attr"] if avg["drop_attr"] > 1e-9 else float("nan")
@@ -160,6 +176,8 @@ def main() -> None:
     parser.add_argument("--concepts", type=int, default=8, help="how many of the world's novel concepts (<= 8)")
     parser.add_argument("--weights", help="a world testbed file (default: the shipped one)")
     parser.add_argument("--steps", type=int, help="concept training steps (default: the pipeline's)")
+    parser.add_argument("--ridges", default="1e-4", help="comma-separated GradientFusion ridges compared with the "
+                        "recipe's 1e-2 (default: the node's 1e-4)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     import comfy_host
@@ -171,7 +189,9 @@ def main() -> None:
         pipe.train_options["steps"] = args.steps
     concepts = list(host.pack("mixofshow_core.world.concepts").CONCEPTS[: args.concepts])
     started = time.monotonic()
-    result = run(pipe, concepts, args.images, lambda s: print(f"[{time.monotonic() - started:6.0f}s] {s}", flush=True))
+    ridges = tuple(float(r) for r in args.ridges.split(",") if r.strip())
+    result = run(pipe, concepts, args.images, lambda s: print(f"[{time.monotonic() - started:6.0f}s] {s}", flush=True),
+                 ridges)
     result["total_seconds"] = round(time.monotonic() - started, 1)
     result["setup"] = {"images": args.images, "concepts": len(concepts), "train": pipe.train_options,
                        "sample": pipe.sample_options}

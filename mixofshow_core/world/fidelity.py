@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 from .concepts import NovelConcept
 from .recipe import LAYOUTS
-from .render import Obj
+from .render import Obj, moved, render
 from .scorer import Recognition
 
 IDENTITY = ("shape", "colour", "pattern", "accent")
-__all__ = ["LAYOUTS", "attribute_match", "binding", "colour_binding", "concept_caption", "expected", "identify",
-           "identity_score", "markdown_table", "scene_caption"]
+__all__ = ["LAYOUTS", "attribute_match", "binding", "box_scene", "colour_binding", "concept_caption", "expected",
+           "identify", "identity_score", "markdown_table", "scene_caption"]
 
 
 def expected(look: Obj) -> dict[str, str]:
@@ -83,6 +83,16 @@ def _tally(got_want: Sequence[tuple[str | None, str]], scene: set[str]) -> dict[
     return {"right": sum(g == w for g, w in got_want) / n,
             "bleed": sum(g is not None and g != w and g in scene for g, w in got_want) / n,
             "empty": sum(g is None for g, _ in got_want) / n, "boxes": float(n)}
+
+
+def box_scene(concepts: Sequence[NovelConcept], boxes: Sequence[tuple[float, float, float, float]],
+              size: str = "small", ground: str = "black", seed: int = 0):
+    """The ideal picture of a region prompt: each concept drawn at its box's centre, [64, 64, 3] uint8.
+    Scored after an autoencoder round trip it is the most a sample of the model can reach."""
+    if len(concepts) != len(boxes):
+        raise ValueError(f"box_scene needs one box per concept; got {len(boxes)} boxes for {len(concepts)} concepts")
+    objects = [moved(c.look, size=size, centre=(x + w / 2, y + h / 2)) for c, (x, y, w, h) in zip(concepts, boxes)]
+    return render(objects, ground, seed)[0]
 
 
 def concept_caption(concept: NovelConcept, size: str = "large", ground: str = "black") -> str:

@@ -38,6 +38,7 @@ class Obj:
     accent: str = SHADE  # "shade" or a colour name (novel concepts)
     size: str = "large"
     position: str = "center"
+    centre: tuple[float, float] | None = None  # (x, y) fractions; overrides ``position`` when drawing
 
     def phrase(self) -> str:
         """Caption words: 'a large red striped circle' (novel accents: 'with yellow stripes')."""
@@ -60,7 +61,7 @@ def _shape_mask(obj: Obj, side: int) -> Image.Image:
     """Binary mask (mode 'L') of the object's silhouette at ``side`` pixels."""
     mask = Image.new("L", (side, side), 0)
     draw = ImageDraw.Draw(mask)
-    cx, cy = (v * side for v in POSITIONS[obj.position])
+    cx, cy = (v * side for v in (obj.centre or POSITIONS[obj.position]))
     r = SIZES[obj.size] * side / 2
     if obj.shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)

@@ -76,3 +76,17 @@ def test_colour_binding_of_plain_objects():
     assert fidelity.colour_binding(per_box, ["blue", "red"])["bleed"] == 1.0
     with pytest.raises(ValueError, match="one recognition list per box colour"):
         fidelity.colour_binding(per_box, ["red"])
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_box_scene_puts_each_concept_in_its_own_box(count):
+    boxes = fidelity.LAYOUTS[count]
+    for start in range(0, len(C) - count + 1, count):
+        placed = list(C[start: start + count])
+        image = fidelity.box_scene(placed, boxes, seed=start)
+        got = fidelity.binding([[scorer.recognise(image, box)] for box in boxes], placed, C)
+        assert got["right"] == 1.0, (count, [c.name for c in placed], got)
+        swapped = fidelity.box_scene(placed[::-1], boxes, seed=start)
+        assert fidelity.binding([[scorer.recognise(swapped, box)] for box in boxes], placed, C)["right"] < 1.0
+    with pytest.raises(ValueError, match="one box per concept"):
+        fidelity.box_scene(C[:2], boxes[:1])
