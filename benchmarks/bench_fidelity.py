@@ -4,9 +4,9 @@ Trains every novel concept of the synthetic world twice on the world-trained tes
 Orthogonal Adaptation with its own slot), then prints, measured with the world scorer:
 1. single-concept identity: each ED-LoRA alone, its embedding only (LoRA off), and the base model given
    the look in words (it never saw such a concept);
-2. after fusing 2, 4, 8 concepts: gradient fusion (at the world recipe's ridge 1e-2, and at each ridge of
-   --ridges, by default the node's 1e-4) vs weight averaging vs Orthogonal Adaptation sum, the identity score and its drop from
-   single-concept (the paper's Table 2 analogue);
+2. after fusing 2, 4, 8 concepts: gradient fusion (at the world recipe's ridge 0.3, and at each ridge of
+   --ridges, by default 1e-2 and the node's 1e-4) vs weight averaging vs Orthogonal Adaptation sum, the
+   identity score and its drop from single-concept (the paper's Table 2 analogue);
 3. region binding with 2 and 3 concepts in boxes (fused by gradient fusion): fraction of boxes showing
    the right concept, and bleed (another concept of the scene in the box), with and without regional
    attention; and, for the regional machinery alone, the same layouts with plain base-world objects of
@@ -18,7 +18,7 @@ Identity = fraction of images whose recognised shape, colour, pattern and accent
 ('exact'), and the mean fraction of those 4 attributes ('attr', the smoother measure).
 
     eval "$(bash scripts/host/provision.sh)"
-    $MOS_PYTHON benchmarks/bench_fidelity.py [--images 8] [--concepts 8] [--weights FILE] [--ridges 1e-4]
+    $MOS_PYTHON benchmarks/bench_fidelity.py [--images 8] [--concepts 8] [--weights FILE] [--ridges 1e-2,1e-4]
                                              [--json OUT]
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ CEILING = "ideal scene through the autoencoder (ceiling)"
 
 
 def methods(ridges: list[float]) -> dict[str, tuple[str, float | None]]:
-    """name: (combining method, GradientFusion ridge; None = recipe.FUSE's 1e-2). The recipe's ridge is
+    """name: (combining method, GradientFusion ridge; None = recipe.FUSE's 0.3). The recipe's ridge is
     'gradient'; every other ridge in ``ridges`` adds a row 'gradient ridge <value>'."""
     out: dict[str, tuple[str, float | None]] = {"gradient": ("gradient", None)}
     out.update({f"gradient ridge {r:g}": ("gradient", r) for r in ridges})
@@ -63,7 +63,7 @@ def _scenes(concepts):
             yield count, regional, groups
 
 
-def run(pipe, concepts, images: int, log, ridges: tuple[float, ...] = (1e-4,)) -> dict:
+def run(pipe, concepts, images: int, log, ridges: tuple[float, ...] = (1e-2, 1e-4)) -> dict:
     fidelity = pipe.host.pack("mixofshow_core.world.fidelity")
     render = pipe.host.pack("mixofshow_core.world.render")
     result: dict = {"single": {}, "fused": {}, "regions": {}, "methods": list(methods(list(ridges)))}
@@ -176,8 +176,8 @@ def main() -> None:
     parser.add_argument("--concepts", type=int, default=8, help="how many of the world's novel concepts (<= 8)")
     parser.add_argument("--weights", help="a world testbed file (default: the shipped one)")
     parser.add_argument("--steps", type=int, help="concept training steps (default: the pipeline's)")
-    parser.add_argument("--ridges", default="1e-4", help="comma-separated GradientFusion ridges compared with the "
-                        "recipe's 1e-2 (default: the node's 1e-4)")
+    parser.add_argument("--ridges", default="1e-2,1e-4", help="comma-separated GradientFusion ridges compared with "
+                        "the recipe's 0.3 (default: 1e-2, and the node's 1e-4)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     import comfy_host

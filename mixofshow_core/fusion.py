@@ -196,6 +196,15 @@ def objective(delta: torch.Tensor, features: Sequence[torch.Tensor], deltas: Seq
     return total
 
 
+def delta_growth(fused_delta: torch.Tensor, deltas: Sequence[Delta | None]) -> float:
+    """‖Δ‖ / √(Σ_i ‖ΔW_i‖²) (Frobenius): 1 is the size of all concepts' changes added up as if they were
+    orthogonal, which no fair compromise between them exceeds by much. Well above 1 the solution
+    extrapolates along directions the features barely cover (an ill-conditioned Gram); a larger ridge
+    pulls it back. 0 when no concept changes the layer."""
+    own = sum(float(dense(d).double().norm()) ** 2 for d in deltas if d is not None) ** 0.5
+    return float(fused_delta.double().norm()) / own if own > 0 else 0.0
+
+
 def relative_output_error(w0: torch.Tensor, fused_delta: torch.Tensor, x: torch.Tensor, delta: Delta | None) -> float:
     """‖X(W₀+Δ)ᵀ − X W_iᵀ‖ / ‖X W_iᵀ‖: how far the fused layer is from concept i's own on its inputs."""
     x2 = x.reshape(-1, w0.shape[1]).double()

@@ -25,12 +25,13 @@ from ..mixofshow_core.concept import Concept
 from ..mixofshow_core.config import FUSION_SAMPLE_TEMPLATE, FUSION_TEXT_TEMPLATES, FusionConfig
 from ..mixofshow_core.errors import ConceptWordError
 from ..mixofshow_core.formats import kohya
-from ..mixofshow_core.fusion import GramStats, ScaledLoRA, average_deltas, lbfgs_fuse
+from ..mixofshow_core.fusion import GramStats, ScaledLoRA, average_deltas, delta_growth, lbfgs_fuse
 from . import comfy_glue
 
 logger = logging.getLogger(__name__)
 _CLIP_PREFIX = "clip_l.transformer."
 _KV = re.compile(r"\.attn2\.to_[kv]$")
+GROWTH_WARNING = 2.0  # delta_growth above this: the fused change extrapolates beyond the concepts' own
 
 
 @dataclass
@@ -44,14 +45,16 @@ class FusionItem:
 
 @dataclass
 class FusionReport:
-    """Per stage: layers solved, feature rows seen, seconds, and the worst relative residual of the
-    objective over its layers (0 = every concept reproduced exactly on its features)."""
+    """Per stage: layers solved, feature rows seen, seconds, the worst relative residual of the objective
+    over its layers (0 = every concept reproduced exactly on its features), and the largest growth of a
+    layer's fused change over the concepts' own (``delta_growth``) with that layer's name."""
 
     concepts: list[str]
     layers: dict[str, int]
     rows: dict[str, int]
     seconds: dict[str, float]
     residual: dict[str, float] = field(default_factory=dict)
+    growth: dict[str, tuple[float, str]] = field(default_factory=dict)
 
     def text(self) -> str:
         parts = [f"fused {len(self.concepts)} concept(s): {', '.join(self.concepts)}"]
@@ -60,6 +63,8 @@ class FusionReport:
                     f"{self.seconds.get(stage, 0.0):.2f} s")
             if stage in self.residual:
                 line += f", max relative residual {self.residual[stage]:.2e}"
+            if stage in self.growth:
+                line += f", largest change {self.growth[stage][0]:.2f}x the concepts' own ({self.growth[stage][1]})"
             parts.append(line)
         return "\n".join(parts)
 
@@ -145,7 +150,7 @@ class _Solver:
     def solve(self, weights: Callable[[str], torch.Tensor], per_concept: list[dict[str, Any]],
               tick: Callable[[], None]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        self.residual = 0.0
+        self.residual, self.growth = 0.0, (0.0, "")
         for group, stats in self.stats.items():
             if self.cfg.mode == "closed_form":
                 out.update(stats.solve(ridge=self.cfg.ridge))
@@ -158,6 +163,8 @@ class _Solver:
                     out[module] = lbfgs_fuse(w0, feats, deltas, self.iters, on_eval=interrupt) - w0
             for module in stats.cross:
                 self.residual = max(self.residual, stats.relative_residual(module, out[module]))
+                grown = delta_growth(out[module], [d.get(module) for d in per_concept])
+                self.growth = max(self.growth, (grown, module))
             tick()
         return out
 
@@ -194,6 +201,12 @@ def _finish(name: str, solver: "_Solver", w0: dict[str, torch.Tensor], per_conce
     report.rows[name] = solver.rows()
     deltas = solver.solve(lambda m: w0[m], per_concept, stage.tick)
     report.residual[name] = solver.residual
+    report.growth[name] = solver.growth
+    if solver.growth[0] > GROWTH_WARNING:
+        logger.warning("[Mix-of-Show] gradient fusion, %s: the fused change of %s is %.1fx the concepts' own; the "
+                       "solution extrapolates where the features barely reach, which can break images with regions "
+                       "or unseen prompts. Raise the ridge (0.1-0.3) if it does.", name, solver.growth[1],
+                       solver.growth[0])
     return deltas
 
 

@@ -76,6 +76,9 @@ def test_one_concept_fuses_to_itself(host, testbed):
     # every layer reproduces the concept's own layer on the features it sees (objective at zero)
     assert set(exact.residual) == {"text encoder", "cross-attention K/V", "UNet attention"}
     assert max(exact.residual.values()) < 1e-8
+    # the minimum-change solution for one concept is its own change projected on the features: never larger
+    assert set(exact.growth) == set(exact.residual) and "largest change" in exact.text()
+    assert all(0.0 < grown <= 1.0 + 1e-6 and layer for grown, layer in exact.growth.values()), exact.growth
     report = _fuse(host, testbed, ["cat"])[3]  # default ridge: a tiny pull toward W0
     assert max(report.residual.values()) < 1e-3
     # so through the whole (nonlinear) text encoder, the fusion prompt's tokens come out as the concept's own

@@ -2,7 +2,15 @@
 import pytest
 import torch
 
-from mixofshow_core.fusion import GramStats, ScaledLoRA, average_deltas, lbfgs_fuse, objective, relative_output_error
+from mixofshow_core.fusion import (
+    GramStats,
+    ScaledLoRA,
+    average_deltas,
+    delta_growth,
+    lbfgs_fuse,
+    objective,
+    relative_output_error,
+)
 from mixofshow_core.lora import LoRAPair
 
 
@@ -95,3 +103,17 @@ def test_shared_inputs_and_streamed_batches_give_the_same_result():
     a, b = one.solve(), many.solve()
     assert torch.allclose(a["a"], a["b"], atol=1e-6) and torch.allclose(a["a"], b["a"], atol=1e-6)
     assert one.rows == many.rows == 600
+
+
+def test_growth_flags_extrapolation_that_a_ridge_pulls_back():
+    w0, feats, deltas = _problem(rows=200)
+    one = deltas[0].dense()
+    assert delta_growth(one, deltas[:1]) == pytest.approx(1.0)
+    assert delta_growth(torch.zeros_like(one), [None, None]) == 0.0
+    # nearly collinear features: the exact solution blows up along the direction they barely cover
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(200, 1, generator=g, dtype=torch.float64) @ torch.randn(1, 24, generator=g, dtype=torch.float64)
+    thin = [base + 1e-4 * torch.randn(200, 24, generator=g, dtype=torch.float64) for _ in deltas]
+    exact = _closed_form(thin, deltas, ridge=0.0)
+    damped = _closed_form(thin, deltas, ridge=0.3)
+    assert delta_growth(exact, deltas) > 10 > 1.5 > delta_growth(damped, deltas)
