@@ -58,7 +58,8 @@ class GradientFusion:
     OUTPUT_TOOLTIPS = (
         "The fused model (base + fused deltas), with the layer-wise context patch.",
         "The fused CLIP with every concept's words; save them with 'ED-LoRA Save Bundle'.",
-        "What was fused: layers, feature rows, seconds and worst relative residual per stage.",
+        "What was fused, per stage: layers, feature rows, seconds, worst relative residual, and how far the largest "
+        "fused change outgrows the concepts' own (above 2x: raise ridge).",
     )
     FUNCTION = "fuse"
 
@@ -81,7 +82,8 @@ class GradientFusion:
                          "Seed of the feature-collection noise; same seed, same fused model."}),
                 "ridge": ("FLOAT", {"default": d.ridge, "min": 0.0, "max": 10.0, "step": 0.0001, "tooltip":
                           "Pull toward the base weights (fraction of the mean feature energy); 0 = exact. "
-                          "Raise to 0.01-0.1 if fused concepts look washed out or noisy (small models)."}),
+                          "Raise to 0.1-0.3 if the report warns that a fused change outgrows the concepts' own, "
+                          "or fused concepts look washed out or noisy with regions (small models)."}),
             },
             "optional": {
                 "concepts": ("MOS_CONCEPTS", {"tooltip": "Concepts from 'ED-LoRA Concept List', fused with any "
