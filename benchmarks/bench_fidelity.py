@@ -29,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,9 +37,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(REPO, "scripts"), os.path.join(REPO, "scripts", "testbed")]
 FUSED_COUNTS = (2, 4, 8)
 CEILING = "ideal scene through the autoencoder (ceiling)"
+RIDGES = (1e-2, 1e-4)  # GradientFusion ridges compared with the recipe's by default (1e-4: the node's default)
 
 
-def methods(ridges: list[float]) -> dict[str, tuple[str, float | None]]:
+def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
     """name: (combining method, GradientFusion ridge; None = recipe.FUSE's 0.3). The recipe's ridge is
     'gradient'; every other ridge in ``ridges`` adds a row 'gradient ridge <value>'."""
     out: dict[str, tuple[str, float | None]] = {"gradient": ("gradient", None)}
@@ -63,10 +65,11 @@ def _scenes(concepts):
             yield count, regional, groups
 
 
-def run(pipe, concepts, images: int, log, ridges: tuple[float, ...] = (1e-2, 1e-4)) -> dict:
+def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> dict:
     fidelity = pipe.host.pack("mixofshow_core.world.fidelity")
     render = pipe.host.pack("mixofshow_core.world.render")
-    result: dict = {"single": {}, "fused": {}, "regions": {}, "methods": list(methods(list(ridges)))}
+    combining = methods(ridges)
+    result: dict = {"single": {}, "fused": {}, "regions": {}, "methods": list(combining)}
     files = {"edlora": [], "orthogonal": []}
     started = time.monotonic()
     for i, concept in enumerate(concepts):
@@ -93,7 +96,7 @@ def run(pipe, concepts, images: int, log, ridges: tuple[float, ...] = (1e-2, 1e-
     log("single-concept identity measured")
 
     for count in (c for c in FUSED_COUNTS if c <= len(concepts)):
-        for method, (how, ridge) in methods(list(ridges)).items():
+        for method, (how, ridge) in combining.items():
             source = files["orthogonal" if method == "orthogonal" else "edlora"][:count]
             start = time.monotonic()
             model, clip = pipe.combined(source, how, ridge)
@@ -176,8 +179,8 @@ def main() -> None:
     parser.add_argument("--concepts", type=int, default=8, help="how many of the world's novel concepts (<= 8)")
     parser.add_argument("--weights", help="a world testbed file (default: the shipped one)")
     parser.add_argument("--steps", type=int, help="concept training steps (default: the pipeline's)")
-    parser.add_argument("--ridges", default="1e-2,1e-4", help="comma-separated GradientFusion ridges compared with "
-                        "the recipe's 0.3 (default: 1e-2, and the node's 1e-4)")
+    parser.add_argument("--ridges", default=",".join(f"{r:g}" for r in RIDGES), help="comma-separated "
+                        "GradientFusion ridges compared with the recipe's 0.3 (default: 1e-2, and the node's 1e-4)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     import comfy_host

@@ -151,20 +151,20 @@ class _Solver:
               tick: Callable[[], None]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         self.residual, self.growth = 0.0, (0.0, "")
+        interrupt = comfy.model_management.throw_exception_if_processing_interrupted
         for group, stats in self.stats.items():
-            if self.cfg.mode == "closed_form":
+            closed = self.cfg.mode == "closed_form"
+            if closed:
                 out.update(stats.solve(ridge=self.cfg.ridge))
             else:
                 feats = [torch.cat(f) for f in self.features[group]]
-                for module in stats.cross:
-                    w0 = weights(module).float().cpu()
-                    deltas = [d.get(module) for d in per_concept]
-                    interrupt = comfy.model_management.throw_exception_if_processing_interrupted
-                    out[module] = lbfgs_fuse(w0, feats, deltas, self.iters, on_eval=interrupt) - w0
             for module in stats.cross:
+                deltas = [d.get(module) for d in per_concept]
+                if not closed:
+                    w0 = weights(module).float().cpu()
+                    out[module] = lbfgs_fuse(w0, feats, deltas, self.iters, on_eval=interrupt) - w0
                 self.residual = max(self.residual, stats.relative_residual(module, out[module]))
-                grown = delta_growth(out[module], [d.get(module) for d in per_concept])
-                self.growth = max(self.growth, (grown, module))
+                self.growth = max(self.growth, (delta_growth(out[module], deltas), module))
             tick()
         return out
 

@@ -11,8 +11,9 @@ TRAIN = {
     "emb_norm_threshold": 100.0, "attn_reg_weight": 0.01, "crop": "center", "templates": "none",
 }
 # GradientFusion inputs. A ridge of 0.3 (not the node's near-exact 1e-4): the layers are 32-64 wide and their
-# features ill-conditioned; at 1e-2 the fused change of up_blocks.3 attn2.to_out grows to 2.5x the concepts'
-# own and images break once regions mix prompts (README, Testbed). benchmarks/bench_fidelity.py compares ridges.
+# features ill-conditioned; at 1e-2 fused changes grow to 3-4x the concepts' own (3 concepts: K/V 4.3x, UNet
+# attention 3.3x) and images break once regions mix prompts (README, Gradient fusion). benchmarks/bench_fidelity.py
+# compares ridges.
 FUSE = {"steps": 20, "resolution": 64, "seed": 0, "ridge": 0.3}
 # KSampler / RegionalKSampler settings for 64x64 world images.
 SAMPLE = {"steps": 20, "cfg": 5.0, "sampler": "euler", "scheduler": "normal"}
