@@ -6,7 +6,9 @@ Orthogonal Adaptation with its own slot), then prints, measured with the world s
    the look in words (it never saw such a concept);
 2. after fusing 2, 4, 8 concepts: gradient fusion (at the world recipe's ridge 0.3, and at each ridge of
    --ridges, by default 1e-2 and the node's 1e-4) vs weight averaging vs Orthogonal Adaptation sum, the
-   identity score and its drop from single-concept (the paper's Table 2 analogue);
+   identity score and its drop from single-concept (the paper's Table 2 analogue); for the largest count,
+   gradient fusion and averaging again with only the UNet fused (each concept's own text encoder) and only
+   the text encoder fused (its own UNet), which shows where identity is lost;
 3. region binding with 2 and 3 concepts in boxes (fused by gradient fusion): fraction of boxes showing
    the right concept, and bleed (another concept of the scene in the box), with and without regional
    attention; and, for the regional machinery alone, the same layouts with plain base-world objects of
@@ -19,7 +21,7 @@ Identity = fraction of images whose recognised shape, colour, pattern and accent
 
     eval "$(bash scripts/host/provision.sh)"
     $MOS_PYTHON benchmarks/bench_fidelity.py [--images 8] [--concepts 8] [--weights FILE] [--ridges 1e-2,1e-4]
-                                             [--json OUT]
+                                             [--cfg 2] [--json OUT]
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ sys.path[:0] = [os.path.join(REPO, "scripts"), os.path.join(REPO, "scripts", "te
 FUSED_COUNTS = (2, 4, 8)
 CEILING = "ideal scene through the autoencoder (ceiling)"
 RIDGES = (1e-2, 1e-4)  # GradientFusion ridges compared with the recipe's by default (1e-4: the node's default)
+STAGE_METHODS = ("gradient", "average")  # measured with only the UNet, or only the text encoder, fused
 
 
 def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
@@ -69,7 +72,7 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
     fidelity = pipe.host.pack("mixofshow_core.world.fidelity")
     render = pipe.host.pack("mixofshow_core.world.render")
     combining = methods(ridges)
-    result: dict = {"single": {}, "fused": {}, "regions": {}, "methods": list(combining)}
+    result: dict = {"single": {}, "fused": {}, "stages": {}, "regions": {}, "methods": list(combining)}
     files = {"edlora": [], "orthogonal": []}
     started = time.monotonic()
     for i, concept in enumerate(concepts):
@@ -95,12 +98,16 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
     result["single"] = {name: _mean(scores) for name, scores in rows.items()}
     log("single-concept identity measured")
 
-    for count in (c for c in FUSED_COUNTS if c <= len(concepts)):
+    counts = [c for c in FUSED_COUNTS if c <= len(concepts)]
+    split: dict[str, tuple] = {}  # the largest count's fused models, measured half by half below
+    for count in counts:
         for method, (how, ridge) in combining.items():
             source = files["orthogonal" if method == "orthogonal" else "edlora"][:count]
             start = time.monotonic()
             model, clip = pipe.combined(source, how, ridge)
             seconds = time.monotonic() - start
+            if count == counts[-1] and method in STAGE_METHODS:
+                split[method] = (model, clip)
             scores = [_identity(pipe, fidelity, model, clip, c, images, i) for i, c in enumerate(concepts[:count])]
             single = rows["orthogonal (alone)" if method == "orthogonal" else "ED-LoRA"][:count]
             fused, alone = _mean(scores), _mean(single)
@@ -108,6 +115,16 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
                                                     "drop_attr": alone["attributes"] - fused["attributes"],
                                                     "seconds": round(seconds, 1)}
             log(f"fused {count} by {method}: {fused}")
+    if split:  # where fusion loses identity: one half fused, the other each concept's own
+        count, alone = counts[-1], _mean(rows["ED-LoRA"][:counts[-1]])
+        own = [pipe.loaded([f]) for f in files["edlora"][:count]]
+        for method, (model, clip) in split.items():
+            for part, pick in (("UNet", lambda i: (model, own[i][1])), ("text encoder", lambda i: (own[i][0], clip))):
+                fused = _mean([_identity(pipe, fidelity, *pick(i), c, images, i)
+                               for i, c in enumerate(concepts[:count])])
+                result["stages"][f"{count}/{method}/{part}"] = {**fused,
+                                                                "drop_attr": alone["attributes"] - fused["attributes"]}
+        log("fusion measured stage by stage")
 
     sampling = {True: "regional", False: "global only"}
     for count, regional, groups in _scenes(concepts):  # the regional machinery alone: plain objects in words
@@ -164,6 +181,11 @@ def report(result: dict, fidelity) -> str:
     if ratios:
         parts += ["", "Identity drop (attr), gradient fusion / weight averaging (target at 8: <= 0.33)",
                   fidelity.markdown_table(("concepts", "fusion", "drop grad", "drop avg", "ratio"), ratios)]
+    if result.get("stages"):
+        parts += ["", "Where fusion loses identity: only one part fused, the other each concept's own",
+                  fidelity.markdown_table(("concepts", "method", "part fused", "exact", "attr", "drop attr"),
+                                          [(*k.split("/"), v["exact"], v["attributes"], v["drop_attr"])
+                                           for k, v in result["stages"].items()])]
     parts += ["", "Region binding (target: 3 concepts, regional, right >= 0.90; "
                   "base-world words: right = the box shows its own colour)",
               fidelity.markdown_table(("boxes per image", "box prompts", "sampling", "right", "bleed", "empty",
@@ -179,6 +201,7 @@ def main() -> None:
     parser.add_argument("--concepts", type=int, default=8, help="how many of the world's novel concepts (<= 8)")
     parser.add_argument("--weights", help="a world testbed file (default: the shipped one)")
     parser.add_argument("--steps", type=int, help="concept training steps (default: the pipeline's)")
+    parser.add_argument("--cfg", type=float, help="guidance of every sample (default: the world recipe's 2)")
     parser.add_argument("--ridges", default=",".join(f"{r:g}" for r in RIDGES), help="comma-separated "
                         "GradientFusion ridges compared with the recipe's 0.3 (default: 1e-2, and the node's 1e-4)")
     parser.add_argument("--json", help="also write the numbers here")
@@ -190,6 +213,8 @@ def main() -> None:
     pipe = world_pipeline.WorldPipeline.load(host, args.weights)
     if args.steps:
         pipe.train_options["steps"] = args.steps
+    if args.cfg:
+        pipe.sample_options["cfg"] = args.cfg
     concepts = list(host.pack("mixofshow_core.world.concepts").CONCEPTS[: args.concepts])
     started = time.monotonic()
     ridges = tuple(float(r) for r in args.ridges.split(",") if r.strip())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import sys
 import tempfile
 import time
@@ -22,6 +23,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path[:0] = [os.path.join(REPO, "scripts")]
 FIELDS = ("shape", "colour", "pattern", "size", "position")
+SAMPLE = runpy.run_path(os.path.join(REPO, "mixofshow_core", "world", "recipe.py"))["SAMPLE"]  # plain data
 
 
 def prompts(render, seed: int, repeats: int):
@@ -37,7 +39,8 @@ def prompts(render, seed: int, repeats: int):
     return out
 
 
-def evaluate(path: str, steps: int = 20, cfg: float = 5.0, repeats: int = 2, seed: int = 0) -> dict:
+def evaluate(path: str, steps: int = SAMPLE["steps"], cfg: float = SAMPLE["cfg"], repeats: int = 2,
+             seed: int = 0) -> dict:
     import comfy_host
 
     host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-world-eval-"))
@@ -71,8 +74,8 @@ def evaluate(path: str, steps: int = 20, cfg: float = 5.0, repeats: int = 2, see
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--cfg", type=float, default=5.0)
+    parser.add_argument("--steps", type=int, default=SAMPLE["steps"])
+    parser.add_argument("--cfg", type=float, default=SAMPLE["cfg"], help="guidance (default: the world recipe's)")
     parser.add_argument("--repeats", type=int, default=2, help="passes over every shape × colour")
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
