@@ -84,10 +84,11 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
     rows = {"ED-LoRA": [], "embedding only": [], "orthogonal (alone)": [], "base model, look in words": [],
             "its photos through the autoencoder (ceiling)": []}
     photos = pipe.host.pack("mixofshow_core.world.concepts").concept_photos
+    own = [pipe.loaded([f]) for f in files["edlora"]]  # (MODEL, CLIP) of each ED-LoRA alone
     for i, concept in enumerate(concepts):
         rows["its photos through the autoencoder (ceiling)"].append(
             fidelity.identity_score(pipe.recognise(pipe.autoencoded(photos(concept, images, i)[0])), concept))
-        rows["ED-LoRA"].append(_identity(pipe, fidelity, *pipe.loaded([files["edlora"][i]]), concept, images, i))
+        rows["ED-LoRA"].append(_identity(pipe, fidelity, *own[i], concept, images, i))
         rows["embedding only"].append(
             _identity(pipe, fidelity, *pipe.loaded([files["edlora"][i]], 0.0, 0.0), concept, images, i))
         rows["orthogonal (alone)"].append(
@@ -116,8 +117,8 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
                                                     "seconds": round(seconds, 1)}
             log(f"fused {count} by {method}: {fused}")
     if split:  # where fusion loses identity: one half fused, the other each concept's own
-        count, alone = counts[-1], _mean(rows["ED-LoRA"][:counts[-1]])
-        own = [pipe.loaded([f]) for f in files["edlora"][:count]]
+        count = counts[-1]
+        alone = _mean(rows["ED-LoRA"][:count])
         for method, (model, clip) in split.items():
             for part, pick in (("UNet", lambda i: (model, own[i][1])), ("text encoder", lambda i: (own[i][0], clip))):
                 fused = _mean([_identity(pipe, fidelity, *pick(i), c, images, i)
