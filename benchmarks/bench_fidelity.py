@@ -11,8 +11,10 @@ Orthogonal Adaptation with its own slot), then prints, measured with the world s
    the text encoder fused (its own UNet), which shows where identity is lost;
 3. region binding with 2 and 3 concepts in boxes (fused by gradient fusion): fraction of boxes showing
    the right concept, and bleed (another concept of the scene in the box), with and without regional
-   attention; and, for the regional machinery alone, the same layouts with plain base-world objects of
-   the concepts' colours and shapes in words (right = the box's recognised colour is its own).
+   attention; and the base model alone on the same layouts, given objects in words: plain base-world
+   objects of the concepts' colours and shapes (right = the box's recognised colour is its own: the
+   regional machinery), and each concept's whole look (scored like the concepts: what this model can
+   draw in a box when told every attribute).
 Single-concept identity also lists the concepts' own photos after an autoencoder round trip, and region
 binding the ideal picture (each concept drawn small at its box's centre) after the same round trip: the
 most any sample of this model can score.
@@ -41,6 +43,8 @@ FUSED_COUNTS = (2, 4, 8)
 CEILING = "ideal scene through the autoencoder (ceiling)"
 RIDGES = (1e-2, 1e-4)  # GradientFusion ridges compared with the recipe's by default (1e-4: the node's default)
 STAGE_METHODS = ("gradient", "average")  # measured with only the UNet, or only the text encoder, fused
+WORDS_PLAIN = "base-world words"  # plain objects of the concepts' colours and shapes; right = own colour
+WORDS_LOOK = "look in words"  # each concept's whole look in words, scored like the concepts themselves
 
 
 def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
@@ -128,16 +132,19 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
         log("fusion measured stage by stage")
 
     sampling = {True: "regional", False: "global only"}
-    for count, regional, groups in _scenes(concepts):  # the regional machinery alone: plain objects in words
-        per_box, colours = [], []
-        for g, group in enumerate(groups):
-            objects = [render.moved(c.look, pattern="plain", accent=render.SHADE, size="small") for c in group]
-            boxes = [(render.caption([o], "black"), box) for o, box in zip(objects, fidelity.LAYOUTS[count])]
-            pictures = pipe.sample_regions(pipe.model, pipe.clip, render.caption(objects, "black", False), boxes,
-                                           images, g, regional=regional)
-            per_box += [pipe.recognise(pictures, box) for _, box in boxes]
-            colours += [o.colour for o in objects]
-        result["regions"][f"{count}/base-world words/{sampling[regional]}"] = fidelity.colour_binding(per_box, colours)
+    for count, regional, groups in _scenes(concepts):  # the base model alone, objects in words
+        for label, plain in ((WORDS_PLAIN, True), (WORDS_LOOK, False)):
+            per_box, placed = [], []
+            for g, group in enumerate(groups):
+                objects = [render.moved(c.look, size="small", **({"pattern": "plain", "accent": render.SHADE}
+                                                                 if plain else {})) for c in group]
+                boxes = [(render.caption([o], "black"), box) for o, box in zip(objects, fidelity.LAYOUTS[count])]
+                pictures = pipe.sample_regions(pipe.model, pipe.clip, render.caption(objects, "black", False), boxes,
+                                               images, g, regional=regional)
+                per_box += [pipe.recognise(pictures, box) for _, box in boxes]
+                placed += [o.colour for o in objects] if plain else group
+            result["regions"][f"{count}/{label}/{sampling[regional]}"] = (
+                fidelity.colour_binding(per_box, placed) if plain else fidelity.binding(per_box, placed, concepts))
 
     fused: dict[tuple[str, ...], tuple] = {}  # each group fused once, sampled with and without regions
     for count, regional, groups in _scenes(concepts):
@@ -188,7 +195,7 @@ def report(result: dict, fidelity) -> str:
                                           [(*k.split("/"), v["exact"], v["attributes"], v["drop_attr"])
                                            for k, v in result["stages"].items()])]
     parts += ["", "Region binding (target: 3 concepts, regional, right >= 0.90; "
-                  "base-world words: right = the box shows its own colour)",
+                  f"{WORDS_PLAIN}: right = the box shows its own colour)",
               fidelity.markdown_table(("boxes per image", "box prompts", "sampling", "right", "bleed", "empty",
                                        "boxes"),
                                       [(*k.split("/"), v["right"], v["bleed"], v["empty"], int(v["boxes"]))
