@@ -1,0 +1,44 @@
+"""benchmarks/bench_fidelity.py runs end to end on the world testbed (3 concepts, 2 training steps, 1 image
+per measurement) and reports every row the README's tables are built from."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import comfy_host
+
+
+def test_fidelity_benchmark_reports_every_measure(host, tmp_path):
+    if not os.path.isfile(host.pack("nodes.testbed_nodes").WORLD_WEIGHTS):
+        pytest.skip("the world testbed weights are not in this checkout")
+    out = tmp_path / "fidelity.json"
+    run = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "benchmarks", "bench_fidelity.py"),
+                          "--concepts", "3", "--images", "1", "--steps", "2", "--ridges", "1e-2", "--json", str(out)],
+                         capture_output=True, text=True, timeout=900, env=os.environ.copy())
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+
+    assert set(result["single"]) == {"ED-LoRA", "embedding only", "orthogonal (alone)", "base model, look in words",
+                                     "its photos through the autoencoder (ceiling)"}
+    # 3 concepts: only the 2-concept fusion, by every method, and its half-by-half split
+    assert set(result["fused"]) == {f"2/{m}" for m in ("gradient", "gradient ridge 0.01", "average", "orthogonal")}
+    assert set(result["stages"]) == {f"2/{m}/{p}" for m in ("gradient", "average") for p in ("UNet", "text encoder")}
+    for row in [*result["single"].values(), *result["fused"].values(), *result["stages"].values()]:
+        assert 0.0 <= row["exact"] <= row["attributes"] <= 1.0
+    # drops are measured from the same single-concept scores (the first 2 ED-LoRAs) for every ED-LoRA method
+    alone = {row["attributes"] + row["drop_attr"] for key, row in result["fused"].items() if "orthogonal" not in key}
+    assert len(alone) == 1 or max(alone) - min(alone) < 1e-9
+    assert 0.0 <= alone.pop() <= 1.0
+
+    # region rows: both layouts, the base model in words (plain and whole look), concepts, the ceiling
+    sampled = {f"{n}/{prompts}/{how}" for n in (2, 3) for how in ("regional", "global only")
+               for prompts in ("base-world words", "look in words", "concepts")}
+    ceiling = {f"{n}/concepts/ideal scene through the autoencoder (ceiling)" for n in (2, 3)}
+    assert set(result["regions"]) == sampled | ceiling
+    for key, row in result["regions"].items():
+        n = int(key.split("/")[0])
+        assert row["boxes"] == (3 * n if key in ceiling else n)  # 3 rotations of the concepts; else 1 group
+        assert row["right"] + row["bleed"] + row["empty"] <= 1.0 + 1e-9
+    assert "Region binding" in run.stdout and "look in words" in run.stdout
