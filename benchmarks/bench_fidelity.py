@@ -133,11 +133,11 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
 
     sampling = {True: "regional", False: "global only"}
     for count, regional, groups in _scenes(concepts):  # the base model alone, objects in words
-        for label, plain in ((WORDS_PLAIN, True), (WORDS_LOOK, False)):
+        for label, changes in ((WORDS_PLAIN, {"pattern": "plain", "accent": render.SHADE}), (WORDS_LOOK, {})):
+            plain = label == WORDS_PLAIN
             per_box, placed = [], []
             for g, group in enumerate(groups):
-                objects = [render.moved(c.look, size="small", **({"pattern": "plain", "accent": render.SHADE}
-                                                                 if plain else {})) for c in group]
+                objects = [render.moved(c.look, size="small", **changes) for c in group]
                 boxes = [(render.caption([o], "black"), box) for o, box in zip(objects, fidelity.LAYOUTS[count])]
                 pictures = pipe.sample_regions(pipe.model, pipe.clip, render.caption(objects, "black", False), boxes,
                                                images, g, regional=regional)
