@@ -14,7 +14,8 @@ Orthogonal Adaptation with its own slot), then prints, measured with the world s
    attention; and the base model alone on the same layouts, given objects in words: plain base-world
    objects of the concepts' colours and shapes (right = the box's recognised colour is its own: the
    regional machinery), and each concept's whole look (scored like the concepts: what this model can
-   draw in a box when told every attribute).
+   draw in a box when told every attribute); and the concepts again on a canvas where each box is 64 px
+   (128x64 for 2 boxes, 128x128 for 3), the size the model was trained at, drawn as large as in their photos.
 Single-concept identity also lists the concepts' own photos after an autoencoder round trip, and region
 binding the ideal picture (each concept drawn small at its box's centre) after the same round trip: the
 most any sample of this model can score.
@@ -45,6 +46,7 @@ RIDGES = (1e-2, 1e-4)  # GradientFusion ridges compared with the recipe's by def
 STAGE_METHODS = ("gradient", "average")  # measured with only the UNet, or only the text encoder, fused
 WORDS_PLAIN = "base-world words"  # plain objects of the concepts' colours and shapes; right = own colour
 WORDS_LOOK = "look in words"  # each concept's whole look in words, scored like the concepts themselves
+BOX_SIZED = "concepts, each box 64 px"  # on recipe.BOX_CANVAS: a box as large as the images the model learnt
 
 
 def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
@@ -147,19 +149,21 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
                 fidelity.colour_binding(per_box, placed) if plain else fidelity.binding(per_box, placed, concepts))
 
     fused: dict[tuple[str, ...], tuple] = {}  # each group fused once, sampled with and without regions
+    recipe = pipe.host.pack("mixofshow_core.world.recipe")
     for count, regional, groups in _scenes(concepts):
-        per_box, placed = [], []
-        for g, group in enumerate(groups):
-            key = tuple(c.name for c in group)
-            if key not in fused:
-                fused[key] = pipe.combined([files["edlora"][concepts.index(c)] for c in group], "gradient")
-            model, clip = fused[key]
-            boxes = [(fidelity.concept_caption(c, "small"), box) for c, box in zip(group, fidelity.LAYOUTS[count])]
-            pictures = pipe.sample_regions(model, clip, fidelity.scene_caption(group), boxes, images, g,
-                                           regional=regional)
-            per_box += [pipe.recognise(pictures, box) for _, box in boxes]
-            placed += group
-        result["regions"][f"{count}/concepts/{sampling[regional]}"] = fidelity.binding(per_box, placed, concepts)
+        # the 64-px canvas with small concepts; the canvas where each box is 64 px, concepts as large as in photos
+        for label, canvas, size in (("concepts", (64, 64), "small"), (BOX_SIZED, recipe.BOX_CANVAS[count], "large")):
+            per_box, placed = [], []
+            for g, group in enumerate(groups):
+                key = tuple(c.name for c in group)
+                if key not in fused:
+                    fused[key] = pipe.combined([files["edlora"][concepts.index(c)] for c in group], "gradient")
+                boxes = [(fidelity.concept_caption(c, size), box) for c, box in zip(group, fidelity.LAYOUTS[count])]
+                pictures = pipe.sample_regions(*fused[key], fidelity.scene_caption(group), boxes, images, g,
+                                               regional=regional, canvas=canvas)
+                per_box += [pipe.recognise(pictures, box) for _, box in boxes]
+                placed += group
+            result["regions"][f"{count}/{label}/{sampling[regional]}"] = fidelity.binding(per_box, placed, concepts)
         log(f"region binding with {count} concepts ({sampling[regional]}) measured")
     for count in (c for c in (2, 3) if c <= len(concepts)):  # the ideal scene, every rotation of the concepts
         groups = [[concepts[(k + j) % len(concepts)] for j in range(count)] for k in range(len(concepts))]

@@ -26,3 +26,7 @@ LAYOUTS = {
     2: ((0.0, 0.0, 0.5, 1.0), (0.5, 0.0, 0.5, 1.0)),
     3: ((0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 0.5, 0.5), (0.25, 0.5, 0.5, 0.5)),
 }
+# Canvases (width, height) on which each box of LAYOUTS is 64x64 px, the size the model was trained at. On the
+# 64-px canvas the UNet's middle block sees one 1x1 cell, so two boxes share it; here each box has its own cell
+# there (README, Region binding and canvas size).
+BOX_CANVAS = {2: (128, 64), 3: (128, 128)}

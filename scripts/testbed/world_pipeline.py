@@ -102,31 +102,33 @@ class WorldPipeline:
         with torch.inference_mode():
             return self._decode(cn.VAEEncode().encode(self.vae, torch.from_numpy(images).float() / 255.0)[0])
 
-    def sample(self, model, clip, prompt: str, count: int, seed: int = 0, negative: str = "") -> np.ndarray:
-        """``count`` images [N, 64, 64, 3] uint8 of ``prompt`` (one KSampler batch)."""
+    def sample(self, model, clip, prompt: str, count: int, seed: int = 0, negative: str = "",
+               canvas: tuple[int, int] = (64, 64)) -> np.ndarray:
+        """``count`` images [N, height, width, 3] uint8 of ``prompt`` (one KSampler batch); ``canvas`` =
+        (width, height) in px."""
         import nodes as cn
 
         o = self.sample_options
         with torch.inference_mode():
-            latent = cn.EmptyLatentImage().generate(64, 64, count)[0]
+            latent = cn.EmptyLatentImage().generate(*canvas, count)[0]
             out = cn.KSampler().sample(model, seed, o["steps"], o["cfg"], o["sampler"], o["scheduler"],
                                        self._encode(clip, prompt), self._encode(clip, negative), latent)[0]
             return self._decode(out)
 
     def sample_regions(self, model, clip, prompt: str, boxes: list[tuple[str, tuple]], count: int, seed: int = 0,
-                       regional: bool = True) -> np.ndarray:
+                       regional: bool = True, canvas: tuple[int, int] = (64, 64)) -> np.ndarray:
         """Images of a scene: global ``prompt`` plus (region prompt, box) pairs through RegionPrompt and
         RegionalKSampler; ``regional=False`` samples the global prompt alone with KSampler (the baseline)."""
         import nodes as cn
 
         if not regional:
-            return self.sample(model, clip, prompt, count, seed)
+            return self.sample(model, clip, prompt, count, seed, canvas=canvas)
         o, region_nodes = self.sample_options, self._nodes("region_nodes")
         with torch.inference_mode():
             regions = None
             for text, (x, y, w, h) in boxes:
                 regions = region_nodes.RegionPrompt().add(clip, text, "", x, y, w, h, 1.0, regions=regions)[0]
-            latent = cn.EmptyLatentImage().generate(64, 64, count)[0]
+            latent = cn.EmptyLatentImage().generate(*canvas, count)[0]
             out = region_nodes.RegionalKSampler().sample(
                 model, regions, self._encode(clip, prompt), self._encode(clip, ""), latent, seed, o["steps"],
                 o["cfg"], o["sampler"], o["scheduler"], 1.0)[0]

@@ -32,9 +32,10 @@ def test_fidelity_benchmark_reports_every_measure(host, tmp_path):
     assert len(alone) == 1 or max(alone) - min(alone) < 1e-9
     assert 0.0 <= alone.pop() <= 1.0
 
-    # region rows: both layouts, the base model in words (plain and whole look), concepts, the ceiling
+    # region rows: both layouts, the base model in words (plain and whole look), concepts on the 64-px
+    # canvas and on the box-sized one, the ceiling
     sampled = {f"{n}/{prompts}/{how}" for n in (2, 3) for how in ("regional", "global only")
-               for prompts in ("base-world words", "look in words", "concepts")}
+               for prompts in ("base-world words", "look in words", "concepts", "concepts, each box 64 px")}
     ceiling = {f"{n}/concepts/ideal scene through the autoencoder (ceiling)" for n in (2, 3)}
     assert set(result["regions"]) == sampled | ceiling
     for key, row in result["regions"].items():
