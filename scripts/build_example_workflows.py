@@ -233,11 +233,13 @@ def world_train():
 
 
 def world_regions():
-    """Demo, part 2: fuse the three trained concepts, then one regional pass and one global-only pass."""
+    """Demo, part 2: fuse the three trained concepts, then one regional pass and one global-only pass, on the
+    canvas where each box is 64 px (the size the model learnt), so each concept is drawn large."""
     names = WORLD["DEMO_CONCEPTS"]
     sample, fuse = WORLD["SAMPLE"], WORLD["FUSE"]
+    width, height = WORLD["BOX_CANVAS"][len(names)]
     boxes = {"version": 1, "regions": [
-        {"x": x, "y": y, "width": w, "height": h, "prompt": f"<{n}1> <{n}2>, small, black background",
+        {"x": x, "y": y, "width": w, "height": h, "prompt": f"<{n}1> <{n}2>, large, black background",
          "negative": "", "weight": 1.0} for n, (x, y, w, h) in zip(names, WORLD["LAYOUTS"][len(names)])]}
     scene = " and ".join(f"<{n}1> <{n}2>" for n in names) + ", black background"
     sampler = [0, "fixed", sample["steps"], sample["cfg"], sample["sampler"], sample["scheduler"], 1.0]
@@ -256,7 +258,7 @@ def world_regions():
          "links": {"clip": (5, 1)}},
         {"id": 8, "type": "RegionBoxes", "pos": [800, 340], "size": [400, 520], "widgets": [json.dumps(boxes)],
          "links": {"clip": (5, 1)}},
-        {"id": 9, "type": "EmptyLatentImage", "pos": [800, 900], "widgets": [64, 64, 8]},
+        {"id": 9, "type": "EmptyLatentImage", "pos": [800, 900], "widgets": [width, height, 8]},
         {"id": 10, "type": "RegionalKSampler", "pos": [1240, 40], "size": [340, 300], "widgets": sampler,
          "links": {"model": (5, 0), "regions": (8, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (9, 0)}},
         {"id": 11, "type": "VAEDecode", "pos": [1620, 40], "links": {"samples": (10, 0), "vae": (1, 2)}},

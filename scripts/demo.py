@@ -156,14 +156,18 @@ def world_demo(host, out: str, steps: int | None) -> int:
         pictures = [np.asarray(Image.open(p).convert("RGB")) for p in files]
         per_box = [[scorer.recognise(p, box) for p in pictures] for box in boxes]
         score = fidelity.binding(per_box, concepts, world.CONCEPTS)
-        rows.append((label, score["right"], score["bleed"], score["empty"], int(score["boxes"])))
+        colour = fidelity.colour_binding(per_box, [c.look.colour for c in concepts])["right"]
+        rows.append((label, score["right"], score["bleed"], score["empty"], colour, int(score["boxes"])))
         images[label] = files
     report = "\n".join([
         "# Mix-of-Show world demo", "",
         "Concepts: " + ", ".join(f"{c.name} = {c.look.phrase()[2:]}" for c in concepts), "",
         "Each box should show its own concept (boxes: " + "; ".join(
             f"{c.name} at x={b[0]}, y={b[1]}, w={b[2]}, h={b[3]}" for c, b in zip(concepts, boxes)) + ").", "",
-        fidelity.markdown_table(("sampling", "right concept", "bleed", "none found", "boxes"), rows), "",
+        fidelity.markdown_table(("sampling", "right concept", "bleed", "none found", "own body colour", "boxes"),
+                                rows),
+        "Right concept: shape, colour, pattern and accent recognised as the box's concept (3 of 4 at least); "
+        "own body colour: the object in the box has its concept's body colour (where the layout is kept).", "",
         *[f"- {label}: " + ", ".join(os.path.relpath(p, out) for p in files) for label, files in images.items()],
     ])
     path = os.path.join(out, "report.md")

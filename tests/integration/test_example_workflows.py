@@ -114,6 +114,8 @@ def test_default_demo_trains_fuses_places_and_scores(host, tmp_path):
     assert "trained 3 concepts" in stdout
     assert len(images) == 16  # 8 regional + 8 global-only samples
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in images])
-    assert pixels.shape == (16, 64, 64, 3) and pixels.std() > 1.0  # real pictures, not a constant
+    # 3 boxes of 64 px each (recipe.BOX_CANVAS); real pictures, not a constant
+    assert pixels.shape == (16, 128, 128, 3) and pixels.std() > 1.0
     report = (tmp_path / "report.md").read_text()
     assert "regional (RegionalKSampler)" in report and "global prompt only (KSampler)" in report
+    assert "own body colour" in report
