@@ -165,9 +165,9 @@ def world_demo(host, out: str, steps: int | None) -> int:
         "Each box should show its own concept (boxes: " + "; ".join(
             f"{c.name} at x={b[0]}, y={b[1]}, w={b[2]}, h={b[3]}" for c, b in zip(concepts, boxes)) + ").", "",
         fidelity.markdown_table(("sampling", "right concept", "bleed", "none found", "own body colour", "boxes"),
-                                rows),
-        "Right concept: shape, colour, pattern and accent recognised as the box's concept (3 of 4 at least); "
-        "own body colour: the object in the box has its concept's body colour (where the layout is kept).", "",
+                                rows), "",
+        "Right concept: the box's object recognised as its concept (at least 3 of shape, colour, pattern, accent); "
+        "own body colour: the box's object has its concept's body colour (the layout is kept).", "",
         *[f"- {label}: " + ", ".join(os.path.relpath(p, out) for p in files) for label, files in images.items()],
     ])
     path = os.path.join(out, "report.md")
