@@ -74,6 +74,13 @@ def _scenes(concepts):
             yield count, regional, groups
 
 
+def _in_boxes(pipe, model_clip, prompt: str, boxes, images: int, seed: int, regional: bool,
+              canvas: tuple[int, int] = (64, 64)) -> list[list]:
+    """Sample one scene (``boxes``: (region prompt, box) pairs) and recognise each box: one list per box."""
+    pictures = pipe.sample_regions(*model_clip, prompt, boxes, images, seed, regional=regional, canvas=canvas)
+    return [pipe.recognise(pictures, box) for _, box in boxes]
+
+
 def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> dict:
     fidelity = pipe.host.pack("mixofshow_core.world.fidelity")
     render = pipe.host.pack("mixofshow_core.world.render")
@@ -141,9 +148,8 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
             for g, group in enumerate(groups):
                 objects = [render.moved(c.look, size="small", **changes) for c in group]
                 boxes = [(render.caption([o], "black"), box) for o, box in zip(objects, fidelity.LAYOUTS[count])]
-                pictures = pipe.sample_regions(pipe.model, pipe.clip, render.caption(objects, "black", False), boxes,
-                                               images, g, regional=regional)
-                per_box += [pipe.recognise(pictures, box) for _, box in boxes]
+                per_box += _in_boxes(pipe, (pipe.model, pipe.clip), render.caption(objects, "black", False), boxes,
+                                     images, g, regional)
                 placed += [o.colour for o in objects] if plain else group
             result["regions"][f"{count}/{label}/{sampling[regional]}"] = (
                 fidelity.colour_binding(per_box, placed) if plain else fidelity.binding(per_box, placed, concepts))
@@ -159,9 +165,8 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
                 if key not in fused:
                     fused[key] = pipe.combined([files["edlora"][concepts.index(c)] for c in group], "gradient")
                 boxes = [(fidelity.concept_caption(c, size), box) for c, box in zip(group, fidelity.LAYOUTS[count])]
-                pictures = pipe.sample_regions(*fused[key], fidelity.scene_caption(group), boxes, images, g,
-                                               regional=regional, canvas=canvas)
-                per_box += [pipe.recognise(pictures, box) for _, box in boxes]
+                per_box += _in_boxes(pipe, fused[key], fidelity.scene_caption(group), boxes, images, g, regional,
+                                     canvas)
                 placed += group
             result["regions"][f"{count}/{label}/{sampling[regional]}"] = fidelity.binding(per_box, placed, concepts)
         log(f"region binding with {count} concepts ({sampling[regional]}) measured")
