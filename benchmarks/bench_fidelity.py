@@ -20,7 +20,9 @@ Single-concept identity also lists the concepts' own photos after an autoencoder
 binding the ideal picture (each concept drawn small at its box's centre) after the same round trip: the
 most any sample of this model can score.
 Identity = fraction of images whose recognised shape, colour, pattern and accent are all the concept's
-('exact'), and the mean fraction of those 4 attributes ('attr', the smoother measure).
+('exact'), and the mean fraction of those 4 attributes ('attr', the smoother measure). Each drop ratio
+(gradient fusion over averaging) gets a 90 % paired-bootstrap interval and each box share a 90 % Wilson
+interval (mixofshow_core/world/intervals.py); the JSON keeps the per-image scores behind them.
 
     eval "$(bash scripts/host/provision.sh)"
     $MOS_PYTHON benchmarks/bench_fidelity.py [--images 8] [--concepts 8] [--weights FILE] [--ridges 1e-2,1e-4]
@@ -57,13 +59,19 @@ def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
     return {**out, "average": ("average", None), "orthogonal": ("orthogonal", None)}
 
 
-def _identity(pipe, fidelity, model, clip, concept, images: int, seed: int) -> dict[str, float]:
-    pictures = pipe.sample(model, clip, fidelity.concept_caption(concept), images, seed)
-    return fidelity.identity_score(pipe.recognise(pictures), concept)
+def _identity(pipe, fidelity, model, clip, concept, images: int, seed: int) -> dict:
+    """identity_score of ``images`` samples, plus 'per_image': each image's attribute score (for intervals)."""
+    recognitions = pipe.recognise(pipe.sample(model, clip, fidelity.concept_caption(concept), images, seed))
+    return {**fidelity.identity_score(recognitions, concept),
+            "per_image": [fidelity.attribute_match(r, concept.look) for r in recognitions]}
 
 
-def _mean(scores: list[dict[str, float]]) -> dict[str, float]:
-    return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
+def _mean(scores: list[dict]) -> dict[str, float]:
+    return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0] if k != "per_image"}
+
+
+def _per_image(scores: list[dict]) -> list[list[float]]:
+    return [s["per_image"] for s in scores]
 
 
 def _scenes(concepts):
@@ -85,7 +93,8 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
     fidelity = pipe.host.pack("mixofshow_core.world.fidelity")
     render = pipe.host.pack("mixofshow_core.world.render")
     combining = methods(ridges)
-    result: dict = {"single": {}, "fused": {}, "stages": {}, "regions": {}, "methods": list(combining)}
+    result: dict = {"single": {}, "fused": {}, "stages": {}, "regions": {}, "methods": list(combining),
+                    "per_image": {}}  # [concepts][images] attribute scores, paired by seed: single/..., fused/...
     files = {"edlora": [], "orthogonal": []}
     started = time.monotonic()
     for i, concept in enumerate(concepts):
@@ -110,6 +119,7 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
         pictures = pipe.sample(pipe.model, pipe.clip, words, images, i)
         rows["base model, look in words"].append(fidelity.identity_score(pipe.recognise(pictures), concept))
     result["single"] = {name: _mean(scores) for name, scores in rows.items()}
+    result["per_image"]["single/ED-LoRA"] = _per_image(rows["ED-LoRA"])
     log("single-concept identity measured")
 
     counts = [c for c in FUSED_COUNTS if c <= len(concepts)]
@@ -125,6 +135,7 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
             scores = [_identity(pipe, fidelity, model, clip, c, images, i) for i, c in enumerate(concepts[:count])]
             single = rows["orthogonal (alone)" if method == "orthogonal" else "ED-LoRA"][:count]
             fused, alone = _mean(scores), _mean(single)
+            result["per_image"][f"fused/{count}/{method}"] = _per_image(scores)
             result["fused"][f"{count}/{method}"] = {**fused, "drop_exact": alone["exact"] - fused["exact"],
                                                     "drop_attr": alone["attributes"] - fused["attributes"],
                                                     "seconds": round(seconds, 1)}
@@ -179,7 +190,29 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
     return result
 
 
-def report(result: dict, fidelity) -> str:
+def _share_interval(intervals, share: float, n: float) -> str:
+    low, high = intervals.wilson(round(share * n), int(n))
+    return f"{low:.2f} .. {high:.2f}"
+
+
+def drop_ratios(result: dict, intervals) -> list[dict]:
+    """Per fused count and gradient ridge: the drop ratio over averaging with its paired-bootstrap interval
+    (intervals.drop_ratio_interval on the per-image scores)."""
+    out, per_image = [], result["per_image"]
+    for count in FUSED_COUNTS:
+        avg = per_image.get(f"fused/{count}/average")
+        for method in (m for m in result["methods"] if m.startswith("gradient")):
+            grad = per_image.get(f"fused/{count}/{method}")
+            if grad and avg:
+                got = intervals.drop_ratio_interval(per_image["single/ED-LoRA"][:count], grad, avg)
+                out.append({"concepts": count, "fusion": method, **got,
+                            "drop_gradient": result["fused"][f"{count}/{method}"]["drop_attr"],
+                            "drop_average": result["fused"][f"{count}/average"]["drop_attr"]})
+    return out
+
+
+def report(result: dict, fidelity, intervals) -> str:
+    """The result as Markdown tables (``fidelity`` and ``intervals``: the pack's world modules)."""
     parts = ["Single-concept identity (mean over concepts)",
              fidelity.markdown_table(("model", "exact", "attr"),
                                      [(k, v["exact"], v["attributes"]) for k, v in result["single"].items()]),
@@ -187,17 +220,15 @@ def report(result: dict, fidelity) -> str:
              fidelity.markdown_table(("concepts", "method", "exact", "attr", "drop exact", "drop attr", "fuse s"),
                                      [(*k.split("/"), v["exact"], v["attributes"], v["drop_exact"], v["drop_attr"],
                                        v["seconds"]) for k, v in result["fused"].items()])]
-    ratios = []
-    for count in FUSED_COUNTS:
-        avg = result["fused"].get(f"{count}/average")
-        for method in (m for m in result["methods"] if m.startswith("gradient")):
-            grad = result["fused"].get(f"{count}/{method}")
-            if grad and avg:
-                ratio = grad["drop_attr"] / avg["drop_attr"] if avg["drop_attr"] > 1e-9 else float("nan")
-                ratios.append((count, method, grad["drop_attr"], avg["drop_attr"], ratio))
+    ratios = [(r["concepts"], r["fusion"], r["drop_gradient"], r["drop_average"], r["ratio"],
+               f"{r['low']:.2f} .. {r['high']:.2f}", r["meets"])
+              for r in result.get("drop_ratios") or drop_ratios(result, intervals)]
     if ratios:
-        parts += ["", "Identity drop (attr), gradient fusion / weight averaging (target at 8: <= 0.33)",
-                  fidelity.markdown_table(("concepts", "fusion", "drop grad", "drop avg", "ratio"), ratios)]
+        parts += ["", "Identity drop (attr), gradient fusion / weight averaging (target at 8: <= 0.33); 90 % "
+                      "interval and share of draws <= 0.33 from a paired bootstrap over concepts and images "
+                      "(inf: averaging lost nothing in that draw)",
+                  fidelity.markdown_table(("concepts", "fusion", "drop grad", "drop avg", "ratio", "90 % interval",
+                                           "draws <= 0.33"), ratios)]
     if result.get("stages"):
         parts += ["", "Where fusion loses identity: only one part fused, the other each concept's own",
                   fidelity.markdown_table(("concepts", "method", "part fused", "exact", "attr", "drop attr"),
@@ -205,10 +236,12 @@ def report(result: dict, fidelity) -> str:
                                            for k, v in result["stages"].items()])]
     parts += ["", "Region binding (target: 3 concepts, regional, right >= 0.90; "
                   f"{WORDS_PLAIN}: right = the box shows its own colour)",
-              fidelity.markdown_table(("boxes per image", "box prompts", "sampling", "right", "bleed", "empty",
-                                       "boxes"),
-                                      [(*k.split("/"), v["right"], v["bleed"], v["empty"], int(v["boxes"]))
-                                       for k, v in result["regions"].items()])]
+              fidelity.markdown_table(("boxes per image", "box prompts", "sampling", "right", "right, 90 %",
+                                       "bleed", "empty", "boxes"),
+                                      [(*k.split("/"), v["right"], _share_interval(intervals, v["right"], v["boxes"]),
+                                        v["bleed"], v["empty"], int(v["boxes"]))
+                                       for k, v in result["regions"].items()]),
+              "(right, 90 %: Wilson interval, each box counted as one trial)"]
     return "\n".join(parts)
 
 
@@ -240,7 +273,9 @@ def main() -> None:
     result["total_seconds"] = round(time.monotonic() - started, 1)
     result["setup"] = {"images": args.images, "concepts": len(concepts), "train": pipe.train_options,
                        "sample": pipe.sample_options}
-    print(report(result, host.pack("mixofshow_core.world.fidelity")))
+    intervals = host.pack("mixofshow_core.world.intervals")
+    result["drop_ratios"] = drop_ratios(result, intervals)
+    print(report(result, host.pack("mixofshow_core.world.fidelity"), intervals))
     print(f"total {result['total_seconds']} s")
     if args.json:
         with open(args.json, "w") as fh:

@@ -31,6 +31,16 @@ def test_fidelity_benchmark_reports_every_measure(host, tmp_path):
     alone = {row["attributes"] + row["drop_attr"] for key, row in result["fused"].items() if "orthogonal" not in key}
     assert len(alone) == 1 or max(alone) - min(alone) < 1e-9
     assert 0.0 <= alone.pop() <= 1.0
+    # per-image scores behind the bootstrap interval of the drop ratio: [concepts][images], means as reported
+    assert set(result["per_image"]) == {"single/ED-LoRA"} | {f"fused/{k}" for k in result["fused"]}
+    for key, grid in result["per_image"].items():
+        assert len(grid) == (3 if key.startswith("single") else 2) and all(len(images) == 1 for images in grid)
+    for key, row in result["fused"].items():
+        assert sum(g[0] for g in result["per_image"][f"fused/{key}"]) / 2 == pytest.approx(row["attributes"])
+    ratios = result["drop_ratios"]
+    assert [(r["concepts"], r["fusion"]) for r in ratios] == [(2, "gradient"), (2, "gradient ridge 0.01")]
+    assert all(r["low"] <= r["high"] and 0.0 <= r["meets"] <= 1.0 for r in ratios)
+    assert "90 % interval" in run.stdout and "right, 90 %" in run.stdout
 
     # region rows: both layouts, the base model in words (plain and whole look), concepts on the 64-px
     # canvas and on the box-sized one, the ceiling
