@@ -121,7 +121,7 @@ def world_demo(host, out: str, steps: int | None) -> int:
 
     recipe = host.pack("mixofshow_core.world.recipe")
     world, fidelity = host.pack("mixofshow_core.world.concepts"), host.pack("mixofshow_core.world.fidelity")
-    scorer = host.pack("mixofshow_core.world.scorer")
+    scorer, intervals = host.pack("mixofshow_core.world.scorer"), host.pack("mixofshow_core.world.intervals")
     concepts = [c for name in recipe.DEMO_CONCEPTS for c in world.CONCEPTS if c.name == name]
     import folder_paths
 
@@ -157,17 +157,20 @@ def world_demo(host, out: str, steps: int | None) -> int:
         per_box = [[scorer.recognise(p, box) for p in pictures] for box in boxes]
         score = fidelity.binding(per_box, concepts, world.CONCEPTS)
         colour = fidelity.colour_binding(per_box, [c.look.colour for c in concepts])["right"]
-        rows.append((label, score["right"], score["bleed"], score["empty"], colour, int(score["boxes"])))
+        low, high = intervals.wilson(round(score["right"] * score["boxes"]), int(score["boxes"]))
+        rows.append((label, score["right"], f"{low:.2f} – {high:.2f}", score["bleed"], score["empty"], colour,
+                     int(score["boxes"])))
         images[label] = files
     report = "\n".join([
         "# Mix-of-Show world demo", "",
         "Concepts: " + ", ".join(f"{c.name} = {c.look.phrase()[2:]}" for c in concepts), "",
         "Each box should show its own concept (boxes: " + "; ".join(
             f"{c.name} at x={b[0]}, y={b[1]}, w={b[2]}, h={b[3]}" for c, b in zip(concepts, boxes)) + ").", "",
-        fidelity.markdown_table(("sampling", "right concept", "bleed", "none found", "own body colour", "boxes"),
-                                rows), "",
+        fidelity.markdown_table(("sampling", "right concept", "right, 90 %", "bleed", "none found", "own body colour",
+                                 "boxes"), rows), "",
         "Right concept: the box's object recognised as its concept (at least 3 of shape, colour, pattern, accent); "
-        "own body colour: the box's object has its concept's body colour (the layout is kept).", "",
+        "right, 90 %: its Wilson interval over the boxes (each box one trial; with 24 boxes a few boxes either "
+        "way is noise); own body colour: the box's object has its concept's body colour (the layout is kept).", "",
         *[f"- {label}: " + ", ".join(os.path.relpath(p, out) for p in files) for label, files in images.items()],
     ])
     path = os.path.join(out, "report.md")

@@ -119,3 +119,10 @@ def test_default_demo_trains_fuses_places_and_scores(host, tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "regional (RegionalKSampler)" in report and "global prompt only (KSampler)" in report
     assert "own body colour" in report
+    # the right-concept share with its interval: 24 boxes per sampling, the interval brackets the share
+    rows = [row for row in report.splitlines() if row.startswith(("| regional", "| global"))]
+    assert len(rows) == 2
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        low, high = (float(v) for v in cells[2].split(" – "))
+        assert low <= float(cells[1]) <= high and cells[-1] == "24"
