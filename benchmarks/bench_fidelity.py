@@ -187,12 +187,11 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
         per_box = [pipe.recognise(image[None], box) for image in decoded for box in fidelity.LAYOUTS[count]]
         result["regions"][f"{count}/concepts/{CEILING}"] = fidelity.binding(per_box, [c for g in groups for c in g],
                                                                             concepts)
+    intervals = pipe.host.pack("mixofshow_core.world.intervals")
+    for row in result["regions"].values():
+        row["right_90"] = list(intervals.binding_interval(row))
+    result["drop_ratios"] = drop_ratios(result, intervals)
     return result
-
-
-def _share_interval(intervals, share: float, n: float) -> str:
-    low, high = intervals.wilson(round(share * n), int(n))
-    return f"{low:.2f} .. {high:.2f}"
 
 
 def drop_ratios(result: dict, intervals) -> list[dict]:
@@ -211,8 +210,8 @@ def drop_ratios(result: dict, intervals) -> list[dict]:
     return out
 
 
-def report(result: dict, fidelity, intervals) -> str:
-    """The result as Markdown tables (``fidelity`` and ``intervals``: the pack's world modules)."""
+def report(result: dict, fidelity) -> str:
+    """The result of ``run`` as Markdown tables (``fidelity``: the pack's world module)."""
     parts = ["Single-concept identity (mean over concepts)",
              fidelity.markdown_table(("model", "exact", "attr"),
                                      [(k, v["exact"], v["attributes"]) for k, v in result["single"].items()]),
@@ -222,7 +221,7 @@ def report(result: dict, fidelity, intervals) -> str:
                                        v["seconds"]) for k, v in result["fused"].items()])]
     ratios = [(r["concepts"], r["fusion"], r["drop_gradient"], r["drop_average"], r["ratio"],
                f"{r['low']:.2f} .. {r['high']:.2f}", r["meets"])
-              for r in result.get("drop_ratios") or drop_ratios(result, intervals)]
+              for r in result["drop_ratios"]]
     if ratios:
         parts += ["", "Identity drop (attr), gradient fusion / weight averaging (target at 8: <= 0.33); 90 % "
                       "interval and share of draws <= 0.33 from a paired bootstrap over concepts and images "
@@ -238,7 +237,7 @@ def report(result: dict, fidelity, intervals) -> str:
                   f"{WORDS_PLAIN}: right = the box shows its own colour)",
               fidelity.markdown_table(("boxes per image", "box prompts", "sampling", "right", "right, 90 %",
                                        "bleed", "empty", "boxes"),
-                                      [(*k.split("/"), v["right"], _share_interval(intervals, v["right"], v["boxes"]),
+                                      [(*k.split("/"), v["right"], "{:.2f} .. {:.2f}".format(*v["right_90"]),
                                         v["bleed"], v["empty"], int(v["boxes"]))
                                        for k, v in result["regions"].items()]),
               "(right, 90 %: Wilson interval, each box counted as one trial)"]
@@ -273,9 +272,7 @@ def main() -> None:
     result["total_seconds"] = round(time.monotonic() - started, 1)
     result["setup"] = {"images": args.images, "concepts": len(concepts), "train": pipe.train_options,
                        "sample": pipe.sample_options}
-    intervals = host.pack("mixofshow_core.world.intervals")
-    result["drop_ratios"] = drop_ratios(result, intervals)
-    print(report(result, host.pack("mixofshow_core.world.fidelity"), intervals))
+    print(report(result, host.pack("mixofshow_core.world.fidelity")))
     print(f"total {result['total_seconds']} s")
     if args.json:
         with open(args.json, "w") as fh:

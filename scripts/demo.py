@@ -157,7 +157,7 @@ def world_demo(host, out: str, steps: int | None) -> int:
         per_box = [[scorer.recognise(p, box) for p in pictures] for box in boxes]
         score = fidelity.binding(per_box, concepts, world.CONCEPTS)
         colour = fidelity.colour_binding(per_box, [c.look.colour for c in concepts])["right"]
-        low, high = intervals.wilson(round(score["right"] * score["boxes"]), int(score["boxes"]))
+        low, high = intervals.binding_interval(score)
         rows.append((label, score["right"], f"{low:.2f} – {high:.2f}", score["bleed"], score["empty"], colour,
                      int(score["boxes"])))
         images[label] = files

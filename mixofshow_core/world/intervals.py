@@ -7,22 +7,31 @@ score can be noise; these intervals say when it is.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 
 import numpy as np
 
-__all__ = ["drop_ratio_interval", "wilson"]
+__all__ = ["binding_interval", "drop_ratio_interval", "wilson"]
 
 
 def wilson(successes: int, n: int, level: float = 0.9) -> tuple[float, float]:
     """Wilson score interval of a share ``successes / n`` at two-sided ``level`` (0.9: 5 % either side)."""
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(f"wilson needs 0 <= successes <= n and n > 0; got successes={successes}, n={n}")
-    z = _z(level)
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1); got {level}")
+    z = NormalDist().inv_cdf((1 + level) / 2)
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def binding_interval(score: Mapping[str, float], level: float = 0.9) -> tuple[float, float]:
+    """Wilson interval of ``score['right']`` for a fidelity.binding result (its share and its 'boxes')."""
+    n = int(score["boxes"])
+    return wilson(round(score["right"] * n), n, level)
 
 
 def drop_ratio_interval(single: Sequence[Sequence[float]], gradient: Sequence[Sequence[float]],
@@ -63,13 +72,3 @@ def _ratio(drop_gradient: np.ndarray, drop_average: np.ndarray) -> np.ndarray:
     out[ok] = drop_gradient[ok] / drop_average[ok]
     return out
 
-
-def _z(level: float) -> float:
-    """Standard normal quantile for a two-sided ``level`` (bisection on erf; no scipy)."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1); got {level}")
-    lo, hi, want = 0.0, 10.0, (1 + level) / 2
-    for _ in range(80):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < want else (lo, mid)
-    return (lo + hi) / 2

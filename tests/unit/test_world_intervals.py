@@ -17,6 +17,11 @@ def test_wilson_matches_textbook_values_and_brackets_the_share():
     assert narrow[1] - narrow[0] < wide[1] - wide[0]
 
 
+def test_binding_interval_reads_a_binding_result_as_counts():
+    assert intervals.binding_interval({"right": 0.125, "bleed": 0.0, "empty": 0.0, "boxes": 48.0}) == \
+        intervals.wilson(6, 48)
+
+
 @pytest.mark.parametrize("bad", [(3, 2), (-1, 5), (0, 0)])
 def test_wilson_refuses_impossible_counts(bad):
     with pytest.raises(ValueError, match="successes"):
