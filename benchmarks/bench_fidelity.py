@@ -17,8 +17,9 @@ Orthogonal Adaptation with its own slot), then prints, measured with the world s
    draw in a box when told every attribute); and the concepts again on a canvas where each box is 64 px
    (128x64 for 2 boxes, 128x128 for 3), the size the model was trained at, drawn as large as in their photos.
 Single-concept identity also lists the concepts' own photos after an autoencoder round trip, and region
-binding the ideal picture (each concept drawn small at its box's centre) after the same round trip: the
-most any sample of this model can score.
+binding the ideal picture after the same round trip (each concept drawn small at its box's centre on the
+64-px canvas; on the box-sized canvas each box a 64-px picture of its concept, drawn large): the most any
+sample of this model can score on that canvas.
 Identity = fraction of images whose recognised shape, colour, pattern and accent are all the concept's
 ('exact'), and the mean fraction of those 4 attributes ('attr', the smoother measure). Each drop ratio
 (gradient fusion over averaging) gets a 90 % paired-bootstrap interval and each box share a 90 % Wilson
@@ -183,10 +184,13 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
         log(f"region binding with {count} concepts ({sampling[regional]}) measured")
     for count in (c for c in (2, 3) if c <= len(concepts)):  # the ideal scene, every rotation of the concepts
         groups = [[concepts[(k + j) % len(concepts)] for j in range(count)] for k in range(len(concepts))]
-        decoded = pipe.autoencoded(np.stack([fidelity.box_scene(g, fidelity.LAYOUTS[count]) for g in groups]))
-        per_box = [pipe.recognise(image[None], box) for image in decoded for box in fidelity.LAYOUTS[count]]
-        result["regions"][f"{count}/concepts/{CEILING}"] = fidelity.binding(per_box, [c for g in groups for c in g],
-                                                                            concepts)
+        # as sampled above: small on the 64-px canvas; each box a 64-px picture of its concept, drawn large
+        for label, canvas, size in (("concepts", None, "small"), (BOX_SIZED, recipe.BOX_CANVAS[count], "large")):
+            scenes = [fidelity.box_scene(g, fidelity.LAYOUTS[count], size, canvas=canvas) for g in groups]
+            decoded = pipe.autoencoded(np.stack(scenes))
+            per_box = [pipe.recognise(image[None], box) for image in decoded for box in fidelity.LAYOUTS[count]]
+            result["regions"][f"{count}/{label}/{CEILING}"] = fidelity.binding(
+                per_box, [c for g in groups for c in g], concepts)
     intervals = pipe.host.pack("mixofshow_core.world.intervals")
     for row in result["regions"].values():
         row["right_90"] = list(intervals.binding_interval(row))

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from .concepts import NovelConcept
 from .recipe import LAYOUTS
-from .render import Obj, moved, render
+from .render import SIZE, Obj, background, moved, render
 from .scorer import Recognition
 
 IDENTITY = ("shape", "colour", "pattern", "accent")
@@ -86,13 +88,29 @@ def _tally(got_want: Sequence[tuple[str | None, str]], scene: set[str]) -> dict[
 
 
 def box_scene(concepts: Sequence[NovelConcept], boxes: Sequence[tuple[float, float, float, float]],
-              size: str = "small", ground: str = "black", seed: int = 0):
-    """The ideal picture of a region prompt: each concept drawn at its box's centre, [64, 64, 3] uint8.
-    Scored after an autoencoder round trip it is the most a sample of the model can reach."""
+              size: str = "small", ground: str = "black", seed: int = 0,
+              canvas: tuple[int, int] | None = None) -> np.ndarray:
+    """The ideal picture of a region prompt, scored after an autoencoder round trip: the most a sample of
+    the model can reach. With no ``canvas``: each concept drawn at its box's centre in one image [64, 64, 3]
+    uint8. With ``canvas`` = (width, height) on which every box is 64x64 px (recipe.BOX_CANVAS): each box is
+    a 64-px picture of its concept at the centre, like one of its photos; the image is [height, width, 3] uint8."""
     if len(concepts) != len(boxes):
         raise ValueError(f"box_scene needs one box per concept; got {len(boxes)} boxes for {len(concepts)} concepts")
-    objects = [moved(c.look, size=size, centre=(x + w / 2, y + h / 2)) for c, (x, y, w, h) in zip(concepts, boxes)]
-    return render(objects, ground, seed)[0]
+    if canvas is None:
+        objects = [moved(c.look, size=size, centre=(x + w / 2, y + h / 2)) for c, (x, y, w, h) in zip(concepts, boxes)]
+        return render(objects, ground, seed)[0]
+    width, height = canvas
+    tiles = (-(-height // SIZE), -(-width // SIZE), 1)
+    image = np.tile(background(ground, seed), tiles)[:height, :width].copy()  # [height, width, 3]
+    for concept, (x, y, w, h) in zip(concepts, boxes):
+        left, top = round(x * width), round(y * height)
+        if (round((x + w) * width) - left, round((y + h) * height) - top) != (SIZE, SIZE):
+            raise ValueError(f"box_scene on a canvas needs every box to be {SIZE}x{SIZE} px; box {(x, y, w, h)} on "
+                             f"{width}x{height} is {round((x + w) * width) - left}x{round((y + h) * height) - top} px. "
+                             "Use the canvas recipe.BOX_CANVAS gives for the layout.")
+        image[top: top + SIZE, left: left + SIZE] = render([moved(concept.look, size=size, centre=(0.5, 0.5))],
+                                                           ground, seed)[0]
+    return image
 
 
 def concept_caption(concept: NovelConcept, size: str = "large", ground: str = "black") -> str:

@@ -96,7 +96,7 @@ class WorldPipeline:
         return (cn.VAEDecode().decode(self.vae, latent)[0].clamp(0, 1) * 255).round().byte().numpy()
 
     def autoencoded(self, images: np.ndarray) -> np.ndarray:
-        """``images`` [N, 64, 64, 3] uint8 through VAEEncode and VAEDecode: what the model could draw at best."""
+        """``images`` [N, height, width, 3] uint8 through VAEEncode and VAEDecode: what the model could draw at best."""
         import nodes as cn
 
         with torch.inference_mode():

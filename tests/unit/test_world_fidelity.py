@@ -1,7 +1,8 @@
 """Fidelity measures of the world benchmark, checked on ground-truth scenes (no model involved)."""
+import numpy as np
 import pytest
 
-from mixofshow_core.world import concepts, fidelity, render, scorer
+from mixofshow_core.world import concepts, fidelity, recipe, render, scorer
 
 C = concepts.CONCEPTS
 
@@ -90,3 +91,19 @@ def test_box_scene_puts_each_concept_in_its_own_box(count):
         assert fidelity.binding([[scorer.recognise(swapped, box)] for box in boxes], placed, C)["right"] < 1.0
     with pytest.raises(ValueError, match="one box per concept"):
         fidelity.box_scene(C[:2], boxes[:1])
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_box_scene_on_the_box_canvas_draws_each_box_like_a_photo(count):
+    boxes, (width, height) = fidelity.LAYOUTS[count], recipe.BOX_CANVAS[count]
+    placed = list(C[count: 2 * count])
+    image = fidelity.box_scene(placed, boxes, size="large", canvas=(width, height))
+    assert image.shape == (height, width, 3) and image.dtype == np.uint8
+    for concept, (x, y, w, h) in zip(placed, boxes):  # each box holds exactly the concept's own 64-px render
+        left, top = round(x * width), round(y * height)
+        alone = render.render([render.moved(concept.look, size="large", centre=(0.5, 0.5))], "black", 0)[0]
+        assert np.array_equal(image[top: top + 64, left: left + 64], alone)
+    got = fidelity.binding([[scorer.recognise(image, box)] for box in boxes], placed, C)
+    assert got["right"] == 1.0, ([c.name for c in placed], got)
+    with pytest.raises(ValueError, match=r"every box to be 64x64 px; .* is 32x64 px"):
+        fidelity.box_scene(placed, boxes, canvas=(width // 2, height))
