@@ -104,10 +104,11 @@ def box_scene(concepts: Sequence[NovelConcept], boxes: Sequence[tuple[float, flo
     image = np.tile(background(ground, seed), tiles)[:height, :width].copy()  # [height, width, 3]
     for concept, (x, y, w, h) in zip(concepts, boxes):
         left, top = round(x * width), round(y * height)
-        if (round((x + w) * width) - left, round((y + h) * height) - top) != (SIZE, SIZE):
+        px_w, px_h = round((x + w) * width) - left, round((y + h) * height) - top
+        if (px_w, px_h) != (SIZE, SIZE):
             raise ValueError(f"box_scene on a canvas needs every box to be {SIZE}x{SIZE} px; box {(x, y, w, h)} on "
-                             f"{width}x{height} is {round((x + w) * width) - left}x{round((y + h) * height) - top} px. "
-                             "Use the canvas recipe.BOX_CANVAS gives for the layout.")
+                             f"{width}x{height} is {px_w}x{px_h} px. Use the canvas recipe.BOX_CANVAS gives for "
+                             "the layout.")
         image[top: top + SIZE, left: left + SIZE] = render([moved(concept.look, size=size, centre=(0.5, 0.5))],
                                                            ground, seed)[0]
     return image
