@@ -14,7 +14,7 @@ Orthogonal Adaptation with its own slot), then prints, measured with the world s
    attention; and the base model alone on the same layouts, given objects in words: plain base-world
    objects of the concepts' colours and shapes (right = the box's recognised colour is its own: the
    regional machinery), and each concept's whole look (scored like the concepts: what this model can
-   draw in a box when told every attribute); and the concepts again on a canvas where each box is 64 px
+   draw in a box when told every attribute); and all of these again on a canvas where each box is 64 px
    (128x64 for 2 boxes, 128x128 for 3), the size the model was trained at, drawn as large as in their photos.
 Single-concept identity also lists the concepts' own photos after an autoencoder round trip, and region
 binding the ideal picture after the same round trip (each concept drawn small at its box's centre on the
@@ -49,7 +49,8 @@ RIDGES = (1e-2, 1e-4)  # GradientFusion ridges compared with the recipe's by def
 STAGE_METHODS = ("gradient", "average")  # measured with only the UNet, or only the text encoder, fused
 WORDS_PLAIN = "base-world words"  # plain objects of the concepts' colours and shapes; right = own colour
 WORDS_LOOK = "look in words"  # each concept's whole look in words, scored like the concepts themselves
-BOX_SIZED = "concepts, each box 64 px"  # on recipe.BOX_CANVAS: a box as large as the images the model learnt
+BOX_WORDS = ", each box 64 px"  # on recipe.BOX_CANVAS: a box as large as the images the model learnt
+BOX_SIZED = "concepts" + BOX_WORDS
 
 
 def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
@@ -153,21 +154,23 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
         log("fusion measured stage by stage")
 
     sampling = {True: "regional", False: "global only"}
+    recipe = pipe.host.pack("mixofshow_core.world.recipe")
     for count, regional, groups in _scenes(concepts):  # the base model alone, objects in words
-        for label, changes in ((WORDS_PLAIN, {"pattern": "plain", "accent": render.SHADE}), (WORDS_LOOK, {})):
-            plain = label == WORDS_PLAIN
-            per_box, placed = [], []
-            for g, group in enumerate(groups):
-                objects = [render.moved(c.look, size="small", **changes) for c in group]
-                boxes = [(render.caption([o], "black"), box) for o, box in zip(objects, fidelity.LAYOUTS[count])]
-                per_box += _in_boxes(pipe, (pipe.model, pipe.clip), render.caption(objects, "black", False), boxes,
-                                     images, g, regional)
-                placed += [o.colour for o in objects] if plain else group
-            result["regions"][f"{count}/{label}/{sampling[regional]}"] = (
-                fidelity.colour_binding(per_box, placed) if plain else fidelity.binding(per_box, placed, concepts))
+        # small on the 64-px canvas; large on the canvas where each box is 64 px (BOX_SIZED)
+        for where, canvas, size in (("", (64, 64), "small"), (BOX_WORDS, recipe.BOX_CANVAS[count], "large")):
+            for label, changes in ((WORDS_PLAIN, {"pattern": "plain", "accent": render.SHADE}), (WORDS_LOOK, {})):
+                plain = label == WORDS_PLAIN
+                per_box, placed = [], []
+                for g, group in enumerate(groups):
+                    objects = [render.moved(c.look, size=size, **changes) for c in group]
+                    boxes = [(render.caption([o], "black"), box) for o, box in zip(objects, fidelity.LAYOUTS[count])]
+                    per_box += _in_boxes(pipe, (pipe.model, pipe.clip), render.caption(objects, "black", False),
+                                         boxes, images, g, regional, canvas)
+                    placed += [o.colour for o in objects] if plain else group
+                result["regions"][f"{count}/{label}{where}/{sampling[regional]}"] = (
+                    fidelity.colour_binding(per_box, placed) if plain else fidelity.binding(per_box, placed, concepts))
 
     fused: dict[tuple[str, ...], tuple] = {}  # each group fused once, sampled with and without regions
-    recipe = pipe.host.pack("mixofshow_core.world.recipe")
     for count, regional, groups in _scenes(concepts):
         # the 64-px canvas with small concepts; the canvas where each box is 64 px, concepts as large as in photos
         for label, canvas, size in (("concepts", (64, 64), "small"), (BOX_SIZED, recipe.BOX_CANVAS[count], "large")):

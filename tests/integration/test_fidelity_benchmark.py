@@ -42,10 +42,10 @@ def test_fidelity_benchmark_reports_every_measure(host, tmp_path):
     assert all(r["low"] <= r["high"] and 0.0 <= r["meets"] <= 1.0 for r in ratios)
     assert "90 % interval" in run.stdout and "right, 90 %" in run.stdout
 
-    # region rows: both layouts, the base model in words (plain and whole look), concepts on the 64-px
-    # canvas and on the box-sized one, and the ceiling on each canvas
-    sampled = {f"{n}/{prompts}/{how}" for n in (2, 3) for how in ("regional", "global only")
-               for prompts in ("base-world words", "look in words", "concepts", "concepts, each box 64 px")}
+    # region rows: both layouts; the base model in words (plain and whole look) and the concepts, each on
+    # the 64-px canvas and on the box-sized one; and the ceiling on each canvas
+    sampled = {f"{n}/{prompts}{where}/{how}" for n in (2, 3) for how in ("regional", "global only")
+               for prompts in ("base-world words", "look in words", "concepts") for where in ("", ", each box 64 px")}
     ceiling = {f"{n}/{prompts}/ideal scene through the autoencoder (ceiling)" for n in (2, 3)
                for prompts in ("concepts", "concepts, each box 64 px")}
     assert set(result["regions"]) == sampled | ceiling
