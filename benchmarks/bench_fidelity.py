@@ -49,8 +49,7 @@ RIDGES = (1e-2, 1e-4)  # GradientFusion ridges compared with the recipe's by def
 STAGE_METHODS = ("gradient", "average")  # measured with only the UNet, or only the text encoder, fused
 WORDS_PLAIN = "base-world words"  # plain objects of the concepts' colours and shapes; right = own colour
 WORDS_LOOK = "look in words"  # each concept's whole look in words, scored like the concepts themselves
-BOX_WORDS = ", each box 64 px"  # on recipe.BOX_CANVAS: a box as large as the images the model learnt
-BOX_SIZED = "concepts" + BOX_WORDS
+BOX_SIZED = ", each box 64 px"  # row-label suffix on recipe.BOX_CANVAS: a box as large as the images the model learnt
 
 
 def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
@@ -74,6 +73,12 @@ def _mean(scores: list[dict]) -> dict[str, float]:
 
 def _per_image(scores: list[dict]) -> list[list[float]]:
     return [s["per_image"] for s in scores]
+
+
+def _canvases(recipe, count: int) -> tuple[tuple[str, tuple[int, int], str], ...]:
+    """(row-label suffix, canvas (width, height), object size) of the binding rows: small objects on the
+    64-px canvas; objects as large as in the photos on the canvas where each of ``count`` boxes is 64 px."""
+    return ("", (64, 64), "small"), (BOX_SIZED, recipe.BOX_CANVAS[count], "large")
 
 
 def _scenes(concepts):
@@ -156,8 +161,7 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
     sampling = {True: "regional", False: "global only"}
     recipe = pipe.host.pack("mixofshow_core.world.recipe")
     for count, regional, groups in _scenes(concepts):  # the base model alone, objects in words
-        # small on the 64-px canvas; large on the canvas where each box is 64 px (BOX_SIZED)
-        for where, canvas, size in (("", (64, 64), "small"), (BOX_WORDS, recipe.BOX_CANVAS[count], "large")):
+        for where, canvas, size in _canvases(recipe, count):
             for label, changes in ((WORDS_PLAIN, {"pattern": "plain", "accent": render.SHADE}), (WORDS_LOOK, {})):
                 plain = label == WORDS_PLAIN
                 per_box, placed = [], []
@@ -172,8 +176,7 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
 
     fused: dict[tuple[str, ...], tuple] = {}  # each group fused once, sampled with and without regions
     for count, regional, groups in _scenes(concepts):
-        # the 64-px canvas with small concepts; the canvas where each box is 64 px, concepts as large as in photos
-        for label, canvas, size in (("concepts", (64, 64), "small"), (BOX_SIZED, recipe.BOX_CANVAS[count], "large")):
+        for where, canvas, size in _canvases(recipe, count):
             per_box, placed = [], []
             for g, group in enumerate(groups):
                 key = tuple(c.name for c in group)
@@ -183,16 +186,17 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
                 per_box += _in_boxes(pipe, fused[key], fidelity.scene_caption(group), boxes, images, g, regional,
                                      canvas)
                 placed += group
-            result["regions"][f"{count}/{label}/{sampling[regional]}"] = fidelity.binding(per_box, placed, concepts)
+            result["regions"][f"{count}/concepts{where}/{sampling[regional]}"] = fidelity.binding(per_box, placed,
+                                                                                               concepts)
         log(f"region binding with {count} concepts ({sampling[regional]}) measured")
     for count in (c for c in (2, 3) if c <= len(concepts)):  # the ideal scene, every rotation of the concepts
         groups = [[concepts[(k + j) % len(concepts)] for j in range(count)] for k in range(len(concepts))]
-        # as sampled above: small on the 64-px canvas; each box a 64-px picture of its concept, drawn large
-        for label, canvas, size in (("concepts", None, "small"), (BOX_SIZED, recipe.BOX_CANVAS[count], "large")):
-            scenes = [fidelity.box_scene(g, fidelity.LAYOUTS[count], size, canvas=canvas) for g in groups]
+        for where, canvas, size in _canvases(recipe, count):
+            tiled = canvas if where else None  # 64-px canvas: all concepts in one render; else one 64-px tile per box
+            scenes = [fidelity.box_scene(g, fidelity.LAYOUTS[count], size, canvas=tiled) for g in groups]
             decoded = pipe.autoencoded(np.stack(scenes))
             per_box = [pipe.recognise(image[None], box) for image in decoded for box in fidelity.LAYOUTS[count]]
-            result["regions"][f"{count}/{label}/{CEILING}"] = fidelity.binding(
+            result["regions"][f"{count}/concepts{where}/{CEILING}"] = fidelity.binding(
                 per_box, [c for g in groups for c in g], concepts)
     intervals = pipe.host.pack("mixofshow_core.world.intervals")
     for row in result["regions"].values():
