@@ -28,5 +28,5 @@ LAYOUTS = {
 }
 # Canvases (width, height) on which each box of LAYOUTS is 64x64 px, the size the model was trained at. On the
 # 64-px canvas the UNet's middle block sees one 1x1 cell, so two boxes share it; here each box has its own cell
-# there (README, Region binding and canvas size).
+# there (benchmarks/FIDELITY.md, Region binding and canvas size).
 BOX_CANVAS = {2: (128, 64), 3: (128, 128)}
