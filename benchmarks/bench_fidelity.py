@@ -192,7 +192,7 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
     for count in (c for c in (2, 3) if c <= len(concepts)):  # the ideal scene, every rotation of the concepts
         groups = [[concepts[(k + j) % len(concepts)] for j in range(count)] for k in range(len(concepts))]
         for where, canvas, size in _canvases(recipe, count):
-            tiled = canvas if where else None  # 64-px canvas: all concepts in one render; else one 64-px tile per box
+            tiled = None if canvas == (64, 64) else canvas  # one render of all concepts; else a 64-px tile per box
             scenes = [fidelity.box_scene(g, fidelity.LAYOUTS[count], size, canvas=tiled) for g in groups]
             decoded = pipe.autoencoded(np.stack(scenes))
             per_box = [pipe.recognise(image[None], box) for image in decoded for box in fidelity.LAYOUTS[count]]
