@@ -15,7 +15,10 @@ Orthogonal Adaptation with its own slot), then prints, measured with the world s
    objects of the concepts' colours and shapes (right = the box's recognised colour is its own: the
    regional machinery), and each concept's whole look (scored like the concepts: what this model can
    draw in a box when told every attribute); and all of these again on a canvas where each box is 64 px
-   (128x64 for 2 boxes, 128x128 for 3), the size the model was trained at, drawn as large as in their photos.
+   (128x64 for 2 boxes, 128x128 for 3), the size the model was trained at, drawn as large as in their photos;
+   on that canvas also one sampler per box (each box's prompt sampled alone as a 64-px image, nothing shared
+   between boxes), with the group's fused model (the most any one-pass method using it could reach) and with
+   each concept's own ED-LoRA (today's workaround: a sampler and a LoRA per region, N passes).
 Single-concept identity also lists the concepts' own photos after an autoencoder round trip, and region
 binding the ideal picture after the same round trip (each concept drawn small at its box's centre on the
 64-px canvas; on the box-sized canvas each box a 64-px picture of its concept, drawn large): the most any
@@ -50,6 +53,7 @@ STAGE_METHODS = ("gradient", "average")  # measured with only the UNet, or only 
 WORDS_PLAIN = "base-world words"  # plain objects of the concepts' colours and shapes; right = own colour
 WORDS_LOOK = "look in words"  # each concept's whole look in words, scored like the concepts themselves
 BOX_SIZED = ", each box 64 px"  # row-label suffix on recipe.BOX_CANVAS: a box as large as the images the model learnt
+SEPARATE = {"fused": "one sampler per box, fused model", "own": "one sampler per box, own ED-LoRA"}
 
 
 def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
@@ -81,10 +85,15 @@ def _canvases(recipe, count: int) -> tuple[tuple[str, tuple[int, int], str], ...
     return ("", (64, 64), "small"), (BOX_SIZED, recipe.BOX_CANVAS[count], "large")
 
 
+def _groups(concepts, count: int) -> list:
+    """The binding measures' scenes of ``count`` concepts: consecutive groups, each concept in at most one."""
+    return [concepts[i: i + count] for i in range(0, len(concepts) - count + 1, count)]
+
+
 def _scenes(concepts):
     """(boxes per image, regional or not, the groups of that many concepts) of the binding measures."""
     for count in (2, 3):
-        groups = [concepts[i: i + count] for i in range(0, len(concepts) - count + 1, count)]
+        groups = _groups(concepts, count)
         for regional in (True, False) if groups else ():
             yield count, regional, groups
 
@@ -189,6 +198,17 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
             result["regions"][f"{count}/concepts{where}/{sampling[regional]}"] = fidelity.binding(per_box, placed,
                                                                                                concepts)
         log(f"region binding with {count} concepts ({sampling[regional]}) measured")
+    for count in (c for c in (2, 3) if _groups(concepts, c)):  # one sampler per box: the boxes cannot interact
+        for how, label in SEPARATE.items():
+            per_box, placed = [], []
+            for g, group in enumerate(_groups(concepts, count)):
+                for c in group:
+                    model_clip = fused[tuple(x.name for x in group)] if how == "fused" else own[concepts.index(c)]
+                    # a box of the box-sized canvas is a whole 64-px image: recognising it alone scores it as a box
+                    per_box.append(pipe.recognise(pipe.sample(*model_clip, fidelity.concept_caption(c), images, g)))
+                placed += group
+            result["regions"][f"{count}/concepts{BOX_SIZED}/{label}"] = fidelity.binding(per_box, placed, concepts)
+    log("one sampler per box measured")
     for count in (c for c in (2, 3) if c <= len(concepts)):  # the ideal scene, every rotation of the concepts
         groups = [[concepts[(k + j) % len(concepts)] for j in range(count)] for k in range(len(concepts))]
         for where, canvas, size in _canvases(recipe, count):

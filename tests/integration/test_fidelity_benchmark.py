@@ -43,14 +43,17 @@ def test_fidelity_benchmark_reports_every_measure(host, tmp_path):
     assert "90 % interval" in run.stdout and "right, 90 %" in run.stdout
 
     # region rows: both layouts; the base model in words (plain and whole look) and the concepts, each on
-    # the 64-px canvas and on the box-sized one; and the ceiling on each canvas
+    # the 64-px canvas and on the box-sized one; the ceiling on each canvas; and one sampler per box on the
+    # box-sized canvas, with the fused model and with each concept's own ED-LoRA
     sampled = {f"{n}/{prompts}{where}/{how}" for n in (2, 3) for how in ("regional", "global only")
                for prompts in ("base-world words", "look in words", "concepts") for where in ("", ", each box 64 px")}
     ceiling = {f"{n}/{prompts}/ideal scene through the autoencoder (ceiling)" for n in (2, 3)
                for prompts in ("concepts", "concepts, each box 64 px")}
-    assert set(result["regions"]) == sampled | ceiling
+    separate = {f"{n}/concepts, each box 64 px/one sampler per box, {model}" for n in (2, 3)
+                for model in ("fused model", "own ED-LoRA")}
+    assert set(result["regions"]) == sampled | ceiling | separate
     for key, row in result["regions"].items():
         n = int(key.split("/")[0])
         assert row["boxes"] == (3 * n if key in ceiling else n)  # 3 rotations of the concepts; else 1 group
         assert row["right"] + row["bleed"] + row["empty"] <= 1.0 + 1e-9
-    assert "Region binding" in run.stdout and "look in words" in run.stdout
+    assert "Region binding" in run.stdout and "look in words" in run.stdout and "one sampler per box" in run.stdout
