@@ -53,7 +53,7 @@ STAGE_METHODS = ("gradient", "average")  # measured with only the UNet, or only 
 WORDS_PLAIN = "base-world words"  # plain objects of the concepts' colours and shapes; right = own colour
 WORDS_LOOK = "look in words"  # each concept's whole look in words, scored like the concepts themselves
 BOX_SIZED = ", each box 64 px"  # row-label suffix on recipe.BOX_CANVAS: a box as large as the images the model learnt
-SEPARATE = {"fused": "one sampler per box, fused model", "own": "one sampler per box, own ED-LoRA"}
+SEPARATE = "one sampler per box, "  # row-label prefix: each box's prompt sampled alone, nothing shared
 
 
 def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
@@ -183,31 +183,30 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
                 result["regions"][f"{count}/{label}{where}/{sampling[regional]}"] = (
                     fidelity.colour_binding(per_box, placed) if plain else fidelity.binding(per_box, placed, concepts))
 
-    fused: dict[tuple[str, ...], tuple] = {}  # each group fused once, sampled with and without regions
+    fused: dict[tuple, tuple] = {}  # (MODEL, CLIP) per group of concepts: fused once, sampled with and without regions
     for count, regional, groups in _scenes(concepts):
         for where, canvas, size in _canvases(recipe, count):
             per_box, placed = [], []
             for g, group in enumerate(groups):
-                key = tuple(c.name for c in group)
-                if key not in fused:
-                    fused[key] = pipe.combined([files["edlora"][concepts.index(c)] for c in group], "gradient")
+                if tuple(group) not in fused:
+                    fused[tuple(group)] = pipe.combined([files["edlora"][concepts.index(c)] for c in group], "gradient")
                 boxes = [(fidelity.concept_caption(c, size), box) for c, box in zip(group, fidelity.LAYOUTS[count])]
-                per_box += _in_boxes(pipe, fused[key], fidelity.scene_caption(group), boxes, images, g, regional,
-                                     canvas)
+                per_box += _in_boxes(pipe, fused[tuple(group)], fidelity.scene_caption(group), boxes, images, g,
+                                     regional, canvas)
                 placed += group
             result["regions"][f"{count}/concepts{where}/{sampling[regional]}"] = fidelity.binding(per_box, placed,
                                                                                                concepts)
         log(f"region binding with {count} concepts ({sampling[regional]}) measured")
-    for count in (c for c in (2, 3) if _groups(concepts, c)):  # one sampler per box: the boxes cannot interact
-        for how, label in SEPARATE.items():
-            per_box, placed = [], []
-            for g, group in enumerate(_groups(concepts, count)):
-                for c in group:
-                    model_clip = fused[tuple(x.name for x in group)] if how == "fused" else own[concepts.index(c)]
-                    # a box of the box-sized canvas is a whole 64-px image: recognising it alone scores it as a box
-                    per_box.append(pipe.recognise(pipe.sample(*model_clip, fidelity.concept_caption(c), images, g)))
-                placed += group
-            result["regions"][f"{count}/concepts{BOX_SIZED}/{label}"] = fidelity.binding(per_box, placed, concepts)
+    models = {"fused model": lambda group, c: fused[tuple(group)],
+              "own ED-LoRA": lambda group, c: own[concepts.index(c)]}
+    for count in (c for c in (2, 3) if c <= len(concepts)):  # one sampler per box: the boxes cannot interact
+        groups = _groups(concepts, count)
+        for label, pick in models.items():
+            # a box of the box-sized canvas is a whole 64-px image: recognising it alone scores it as a box
+            per_box = [pipe.recognise(pipe.sample(*pick(group, c), fidelity.concept_caption(c), images, g))
+                       for g, group in enumerate(groups) for c in group]
+            result["regions"][f"{count}/concepts{BOX_SIZED}/{SEPARATE}{label}"] = fidelity.binding(
+                per_box, [c for group in groups for c in group], concepts)
     log("one sampler per box measured")
     for count in (c for c in (2, 3) if c <= len(concepts)):  # the ideal scene, every rotation of the concepts
         groups = [[concepts[(k + j) % len(concepts)] for j in range(count)] for k in range(len(concepts))]
