@@ -61,8 +61,11 @@ def seeded_init(module: torch.nn.Module, seed: int, std: float | None = 0.02) ->
     return module
 
 
-def build_model(seed: int, std: float | None = 0.02):
-    config = TinySD1(dict(UNET_CONFIG))
+def build_model(seed: int, std: float | None = 0.02, channels: int = 32):
+    """The testbed UNet; ``channels``: its base width (a multiple of 32, GroupNorm's group count)."""
+    if channels <= 0 or channels % 32:
+        raise ValueError(f"UNet width must be a positive multiple of 32 (GroupNorm has 32 groups); got {channels}")
+    config = TinySD1(dict(UNET_CONFIG, model_channels=channels))
     config.set_inference_dtype(torch.float32, None)
     model = seeded_init(config.get_model({}), seed, std)
     return comfy.model_patcher.ModelPatcher(
@@ -126,7 +129,8 @@ def checkpoint_state(model, clip, vae) -> dict[str, torch.Tensor]:
 
 
 def load_trained(path: str):
-    """(MODEL, CLIP, VAE) of a trained testbed file written by scripts/testbed/train_world_model.py."""
+    """(MODEL, CLIP, VAE) of a trained testbed file written by scripts/testbed/train_world_model.py (the
+    UNet's width is read from its first convolution)."""
     import json
 
     import safetensors
@@ -138,7 +142,8 @@ def load_trained(path: str):
     parts = {p: {k[len(p) + 1:]: v.float() for k, v in state.items() if k.startswith(p + ".")}
              for p in ("unet", "clip", "vae")}
     with torch.no_grad():  # the CLIP constructor writes into its weights
-        model, clip = build_model(0), build_clip(0)
+        model = build_model(0, channels=parts["unet"]["input_blocks.0.0.weight"].shape[0])
+        clip = build_clip(0)
         model.model.diffusion_model.load_state_dict(parts["unet"], strict=True)
         clip.cond_stage_model.load_state_dict(parts["clip"], strict=True)
         return model, clip, build_vae(0, state=parts["vae"], decoder=decoder)

@@ -12,6 +12,8 @@ like any SD1 checkpoint. Phases:
 3. UNet and text encoder from scratch on the base world's captions (epsilon-prediction, min-SNR-5
    weighting, 10 % empty captions for classifier-free guidance, an EMA of the weights is what is saved,
    every --save-every steps, so a stopped run leaves a usable file). Novel concepts are never shown.
+   ``--unet-channels`` sets the UNet's width (32 shipped); ``--retrain-unet-of FILE`` runs this phase alone
+   on a trained file's autoencoder.
 The script prints its wall time per phase; scripts/testbed/eval_world_model.py measures caption fidelity.
 
     eval "$(bash scripts/host/provision.sh)"
@@ -27,6 +29,7 @@ import tempfile
 import time
 
 import numpy as np
+import safetensors
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -248,6 +251,10 @@ def main() -> None:
     parser.add_argument("--widen-decoder-of", metavar="FILE",
                         help="only the wide-decoder phase, on this trained file's autoencoder (its UNet and text "
                              "encoder are kept); writes --out")
+    parser.add_argument("--retrain-unet-of", metavar="FILE",
+                        help="only the UNet and text-encoder phase, from scratch, on this trained file's autoencoder "
+                             "(e.g. with another --unet-channels); writes --out")
+    parser.add_argument("--unet-channels", type=int, default=32, help="the UNet's base width (a multiple of 32)")
     parser.add_argument("--unet-steps", type=int, default=4500)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -257,6 +264,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.widen_decoder_of and not args.decoder:
         parser.error("--widen-decoder-of needs a wide --decoder (JSON of VAE_CONFIG changes); {} changes nothing")
+    if args.widen_decoder_of and args.retrain_unet_of:
+        parser.error("--widen-decoder-of and --retrain-unet-of each run one phase; give one of them")
     import comfy_host
 
     host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-world-"))
@@ -292,47 +301,9 @@ def main() -> None:
                      "decoder_seconds": f"{time.monotonic() - phase_started:.0f}"})
         score(vae.first_stage_model, meta, "wide_decoder_reconstruction")
 
-    torch.manual_seed(args.seed)
-    ae_pixels = _pixels(world.autoencoder_dataset(args.images, seed=args.seed, pair_fraction=args.pairs))
-    if args.widen_decoder_of:
-        import safetensors
-
-        with safetensors.safe_open(args.widen_decoder_of, "pt") as f:
-            meta = dict(f.metadata() or {})
-        with torch.inference_mode(False):
-            with torch.no_grad():
-                model, clip, vae = testbed.load_trained(args.widen_decoder_of)
-            vae.first_stage_model.float()
-            decoder_phase(vae, ae_pixels, meta)
-            write(testbed.checkpoint_state(model, clip, vae), meta)
-        log(f"wrote {args.out}")
-        return
-    images, captions = world.base_dataset(args.images, seed=args.seed, pair_fraction=args.pairs)
-    log(f"rendered {len(images)} world images (and as many for the autoencoder)")
-    meta = {"mixofshow.testbed": "world_tiny_sd1", "images": str(args.images), "pairs": str(args.pairs),
-            "vae_steps": str(args.vae_steps), "vae_lr": str(args.vae_lr),
-            "unet_steps": str(args.unet_steps), "batch": str(args.batch),
-            "lr": str(args.lr), "ema": str(args.ema), "seed": str(args.seed),
-            "torch_threads": str(torch.get_num_threads())}
-    with torch.inference_mode(False):
-        with torch.no_grad():  # the CLIP constructor writes into its weights
-            model, clip = testbed.build_model(args.seed, std=None), testbed.build_clip(args.seed, std=None)
-            vae = testbed.build_vae(args.seed, std=None)
-        clip.cond_stage_model.float()  # ComfyUI keeps text encoders in fp16 on CPU; AdamW needs fp32 weights
-        glue = host.pack("nodes.train_glue")
-        for module in (model.model, clip.cond_stage_model, vae.first_stage_model):
-            glue.prepare_for_autograd(module)
-        autoencoder = vae.first_stage_model
-        with torch.enable_grad():
-            train_vae(autoencoder, ae_pixels, args.vae_steps, 32, args.vae_lr, args.seed, log)
-        k = fold_latent_scale(autoencoder, ae_pixels)
-        log(f"latent scale folded into the autoencoder: x{k:.3f}")
-        score(autoencoder, meta, "vae_reconstruction")
-        meta["vae_seconds"] = f"{time.monotonic() - started:.0f}"
-        decoder_phase(vae, ae_pixels, meta)
-        del ae_pixels  # 0.5 GB the UNet phase does not need
+    def unet_phase(model, clip, vae, images: np.ndarray, captions: list[str], meta: dict) -> None:
         with torch.no_grad():
-            latents = posterior_means(autoencoder, _pixels(images))  # (N, 4, 8, 8)
+            latents = posterior_means(vae.first_stage_model, _pixels(images))  # (N, 4, 8, 8)
         tokens = tokens_for(clip, captions)
         unet_started = time.monotonic()
 
@@ -344,6 +315,58 @@ def main() -> None:
 
         with torch.enable_grad():
             train_unet_and_text(model, clip, latents, tokens, args, log, save)
+
+    torch.manual_seed(args.seed)
+    if not args.retrain_unet_of:  # the autoencoder's own images
+        ae_pixels = _pixels(world.autoencoder_dataset(args.images, seed=args.seed, pair_fraction=args.pairs))
+    if args.widen_decoder_of:
+        with safetensors.safe_open(args.widen_decoder_of, "pt") as f:
+            meta = dict(f.metadata() or {})
+        with torch.inference_mode(False):
+            with torch.no_grad():
+                model, clip, vae = testbed.load_trained(args.widen_decoder_of)
+            vae.first_stage_model.float()
+            decoder_phase(vae, ae_pixels, meta)
+            write(testbed.checkpoint_state(model, clip, vae), meta)
+        log(f"wrote {args.out}")
+        return
+    images, captions = world.base_dataset(args.images, seed=args.seed, pair_fraction=args.pairs)
+    log(f"rendered {len(images)} world images" + ("" if args.retrain_unet_of else " (and as many for the autoencoder)"))
+    meta = {"mixofshow.testbed": "world_tiny_sd1", "images": str(args.images), "pairs": str(args.pairs),
+            "vae_steps": str(args.vae_steps), "vae_lr": str(args.vae_lr),
+            "unet_channels": str(args.unet_channels), "unet_steps": str(args.unet_steps), "batch": str(args.batch),
+            "lr": str(args.lr), "ema": str(args.ema), "seed": str(args.seed),
+            "torch_threads": str(torch.get_num_threads())}
+    if args.retrain_unet_of:  # the kept autoencoder's record
+        with safetensors.safe_open(args.retrain_unet_of, "pt") as f:
+            kept = {k: v for k, v in (f.metadata() or {}).items()
+                    if k.startswith(("vae", "decoder", "wide_decoder", testbed.DECODER_KEY))}
+        meta.update(kept, autoencoder_of=os.path.basename(args.retrain_unet_of))
+    with torch.inference_mode(False):
+        with torch.no_grad():  # the CLIP constructor writes into its weights
+            model = testbed.build_model(args.seed, std=None, channels=args.unet_channels)
+            clip = testbed.build_clip(args.seed, std=None)
+            vae = (testbed.load_trained(args.retrain_unet_of)[2] if args.retrain_unet_of
+                   else testbed.build_vae(args.seed, std=None))
+        clip.cond_stage_model.float()  # ComfyUI keeps text encoders in fp16 on CPU; AdamW needs fp32 weights
+        glue = host.pack("nodes.train_glue")
+        for module in (model.model, clip.cond_stage_model, vae.first_stage_model):
+            glue.prepare_for_autograd(module)
+        if args.retrain_unet_of:
+            vae.first_stage_model.float()
+            unet_phase(model, clip, vae, images, captions, meta)
+            print(json.dumps(meta, indent=1))
+            return
+        autoencoder = vae.first_stage_model
+        with torch.enable_grad():
+            train_vae(autoencoder, ae_pixels, args.vae_steps, 32, args.vae_lr, args.seed, log)
+        k = fold_latent_scale(autoencoder, ae_pixels)
+        log(f"latent scale folded into the autoencoder: x{k:.3f}")
+        score(autoencoder, meta, "vae_reconstruction")
+        meta["vae_seconds"] = f"{time.monotonic() - started:.0f}"
+        decoder_phase(vae, ae_pixels, meta)
+        del ae_pixels  # 0.5 GB the UNet phase does not need
+        unet_phase(model, clip, vae, images, captions, meta)
     print(json.dumps(meta, indent=1))
 
 

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import safetensors.torch
 import torch
 
@@ -49,6 +50,22 @@ def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path):
     assert vae.first_stage_model.decoder.conv_in.out_channels == 64
     image = _sample(cn, model, clip, vae, "a large red striped circle, black background", 2)
     assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
+
+    # the UNet phase alone, wider, on that file's autoencoder: the autoencoder is kept, the width read back
+    wider = tmp_path / "world_wider_unet.safetensors"
+    run = _train("--retrain-unet-of", str(wide), "--unet-channels", "64", "--unet-steps", "2", "--batch", "8",
+                 "--out", str(wider))
+    assert '"autoencoder_of": "world_wide.safetensors"' in run.stdout and '"unet_channels": "64"' in run.stdout
+    retrained = safetensors.torch.load_file(str(wider))
+    assert all(torch.equal(after[k], retrained[k]) for k in after if k.startswith("vae."))
+    assert retrained["unet.input_blocks.0.0.weight"].shape[0] == 64
+    with torch.inference_mode():
+        model, clip, vae = host.pack("nodes.testbed").load_trained(str(wider))
+    assert model.model.diffusion_model.input_blocks[0][0].out_channels == 64
+    image = _sample(cn, model, clip, vae, "a large red striped circle, black background", 2)
+    assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
+    with pytest.raises(ValueError, match="multiple of 32.*got 48"):
+        host.pack("nodes.testbed").build_model(0, channels=48)
 
 
 def test_shipped_world_model_loads_through_the_loader_node(host, cn):
