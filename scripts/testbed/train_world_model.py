@@ -272,6 +272,7 @@ def main() -> None:
     _HOST["name"] = host.pack_name
     testbed = host.pack("nodes.testbed")
     world = host.pack("mixofshow_core.world.concepts")
+    glue = host.pack("nodes.train_glue")
     started = time.monotonic()
     lines: list[str] = []
 
@@ -300,6 +301,20 @@ def main() -> None:
                      "decoder_lr": str(args.decoder_lr),
                      "decoder_seconds": f"{time.monotonic() - phase_started:.0f}"})
         score(vae.first_stage_model, meta, "wide_decoder_reconstruction")
+
+    def autoencoder_phase(ae_pixels: torch.Tensor, meta: dict):
+        """A new VAE trained on ``ae_pixels``, its latent scale folded in, then the wide decoder."""
+        with torch.no_grad():
+            vae = testbed.build_vae(args.seed, std=None)
+        glue.prepare_for_autograd(vae.first_stage_model)
+        with torch.enable_grad():
+            train_vae(vae.first_stage_model, ae_pixels, args.vae_steps, 32, args.vae_lr, args.seed, log)
+        k = fold_latent_scale(vae.first_stage_model, ae_pixels)
+        log(f"latent scale folded into the autoencoder: x{k:.3f}")
+        score(vae.first_stage_model, meta, "vae_reconstruction")
+        meta["vae_seconds"] = f"{time.monotonic() - started:.0f}"
+        decoder_phase(vae, ae_pixels, meta)
+        return vae
 
     def unet_phase(model, clip, vae, images: np.ndarray, captions: list[str], meta: dict) -> None:
         with torch.no_grad():
@@ -337,35 +352,24 @@ def main() -> None:
             "unet_channels": str(args.unet_channels), "unet_steps": str(args.unet_steps), "batch": str(args.batch),
             "lr": str(args.lr), "ema": str(args.ema), "seed": str(args.seed),
             "torch_threads": str(torch.get_num_threads())}
-    if args.retrain_unet_of:  # the kept autoencoder's record
-        with safetensors.safe_open(args.retrain_unet_of, "pt") as f:
-            kept = {k: v for k, v in (f.metadata() or {}).items()
-                    if k.startswith(("vae", "decoder", "wide_decoder", testbed.DECODER_KEY))}
-        meta.update(kept, autoencoder_of=os.path.basename(args.retrain_unet_of))
     with torch.inference_mode(False):
         with torch.no_grad():  # the CLIP constructor writes into its weights
             model = testbed.build_model(args.seed, std=None, channels=args.unet_channels)
             clip = testbed.build_clip(args.seed, std=None)
-            vae = (testbed.load_trained(args.retrain_unet_of)[2] if args.retrain_unet_of
-                   else testbed.build_vae(args.seed, std=None))
         clip.cond_stage_model.float()  # ComfyUI keeps text encoders in fp16 on CPU; AdamW needs fp32 weights
-        glue = host.pack("nodes.train_glue")
-        for module in (model.model, clip.cond_stage_model, vae.first_stage_model):
+        for module in (model.model, clip.cond_stage_model):
             glue.prepare_for_autograd(module)
-        if args.retrain_unet_of:
+        if args.retrain_unet_of:  # the file's autoencoder and its record
+            with safetensors.safe_open(args.retrain_unet_of, "pt") as f:
+                meta.update({k: v for k, v in (f.metadata() or {}).items()
+                             if k.startswith(("vae", "decoder", "wide_decoder", testbed.DECODER_KEY))},
+                            autoencoder_of=os.path.basename(args.retrain_unet_of))
+            with torch.no_grad():
+                vae = testbed.load_trained(args.retrain_unet_of)[2]
             vae.first_stage_model.float()
-            unet_phase(model, clip, vae, images, captions, meta)
-            print(json.dumps(meta, indent=1))
-            return
-        autoencoder = vae.first_stage_model
-        with torch.enable_grad():
-            train_vae(autoencoder, ae_pixels, args.vae_steps, 32, args.vae_lr, args.seed, log)
-        k = fold_latent_scale(autoencoder, ae_pixels)
-        log(f"latent scale folded into the autoencoder: x{k:.3f}")
-        score(autoencoder, meta, "vae_reconstruction")
-        meta["vae_seconds"] = f"{time.monotonic() - started:.0f}"
-        decoder_phase(vae, ae_pixels, meta)
-        del ae_pixels  # 0.5 GB the UNet phase does not need
+        else:
+            vae = autoencoder_phase(ae_pixels, meta)
+            del ae_pixels  # 0.5 GB the UNet phase does not need
         unet_phase(model, clip, vae, images, captions, meta)
     print(json.dumps(meta, indent=1))
 
