@@ -30,7 +30,7 @@ interval (mixofshow_core/world/intervals.py); the JSON keeps the per-image score
 
     eval "$(bash scripts/host/provision.sh)"
     $MOS_PYTHON benchmarks/bench_fidelity.py [--images 8] [--concepts 8] [--weights FILE] [--ridges 1e-2,1e-4]
-                                             [--cfg 2] [--json OUT]
+                                             [--cfg 2] [--train lr_unet=4e-3 ...] [--json OUT]
 """
 from __future__ import annotations
 
@@ -274,12 +274,29 @@ def report(result: dict, fidelity) -> str:
     return "\n".join(parts)
 
 
+def _train_overrides(pairs: list[str], options: dict) -> dict:
+    """KEY=VALUE strings as recipe overrides, each value cast to the type of the recipe's own."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in options:
+            raise SystemExit(f"--train expects KEY=VALUE with KEY one of {sorted(options)}; got {pair!r}")
+        try:
+            out[key] = type(options[key])(value)
+        except ValueError:
+            raise SystemExit(f"--train {key}: expected a {type(options[key]).__name__} like "
+                             f"{options[key]!r}; got {value!r}") from None
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=8, help="images per measurement")
     parser.add_argument("--concepts", type=int, default=8, help="how many of the world's novel concepts (<= 8)")
     parser.add_argument("--weights", help="a world testbed file (default: the shipped one)")
     parser.add_argument("--steps", type=int, help="concept training steps (default: the pipeline's)")
+    parser.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one EDLoRATrain input of the recipe, e.g. --train lr_unet=4e-3 (repeatable)")
     parser.add_argument("--cfg", type=float, help="guidance of every sample (default: the world recipe's 2)")
     parser.add_argument("--ridges", default=",".join(f"{r:g}" for r in RIDGES), help="comma-separated "
                         "GradientFusion ridges compared with the recipe's 0.3 (default: 1e-2, and the node's 1e-4)")
@@ -292,6 +309,7 @@ def main() -> None:
     pipe = world_pipeline.WorldPipeline.load(host, args.weights)
     if args.steps:
         pipe.train_options["steps"] = args.steps
+    pipe.train_options.update(_train_overrides(args.train, pipe.train_options))
     if args.cfg:
         pipe.sample_options["cfg"] = args.cfg
     concepts = list(host.pack("mixofshow_core.world.concepts").CONCEPTS[: args.concepts])

@@ -15,10 +15,12 @@ def test_fidelity_benchmark_reports_every_measure(host, tmp_path):
         pytest.skip("the world testbed weights are not in this checkout")
     out = tmp_path / "fidelity.json"
     run = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "benchmarks", "bench_fidelity.py"),
-                          "--concepts", "3", "--images", "1", "--steps", "2", "--ridges", "1e-2", "--json", str(out)],
+                          "--concepts", "3", "--images", "1", "--steps", "2", "--ridges", "1e-2",
+                          "--train", "lr_unet=4e-3", "--json", str(out)],
                          capture_output=True, text=True, timeout=900, env=os.environ.copy())
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
+    assert result["setup"]["train"]["lr_unet"] == 4e-3 and result["setup"]["train"]["steps"] == 2
 
     assert set(result["single"]) == {"ED-LoRA", "embedding only", "orthogonal (alone)", "base model, look in words",
                                      "its photos through the autoencoder (ceiling)"}
@@ -57,3 +59,11 @@ def test_fidelity_benchmark_reports_every_measure(host, tmp_path):
         assert row["boxes"] == (3 * n if key in ceiling else n)  # 3 rotations of the concepts; else 1 group
         assert row["right"] + row["bleed"] + row["empty"] <= 1.0 + 1e-9
     assert "Region binding" in run.stdout and "look in words" in run.stdout and "one sampler per box" in run.stdout
+
+
+def test_fidelity_benchmark_rejects_an_unknown_training_input(host):
+    run = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "benchmarks", "bench_fidelity.py"),
+                          "--concepts", "2", "--train", "lr_unte=4e-3"],
+                         capture_output=True, text=True, timeout=300, env=os.environ.copy())
+    assert run.returncode != 0
+    assert "--train expects KEY=VALUE with KEY one of" in run.stderr and "'lr_unte=4e-3'" in run.stderr
