@@ -5,7 +5,9 @@ paper's learning rates are for SD1.5; this tiny model was trained from scratch a
 to learn a concept in a few hundred updates.
 """
 
-# EDLoRATrain inputs (the names of the node's inputs); words and init come from the concept.
+# EDLoRATrain inputs (the names of the node's inputs); words and init come from the concept. lr_unet 2e-3: on
+# this model 4e-3 and 8e-3 score lower (single-concept attr 0.63 and 0.57 against 0.66, 8 concepts;
+# benchmarks/FIDELITY.md, The concept recipe, swept).
 TRAIN = {
     "steps": 300, "batch_size": 4, "resolution": 64, "lr_embedding": 2e-2, "lr_text": 1e-3, "lr_unet": 2e-3,
     "emb_norm_threshold": 100.0, "attn_reg_weight": 0.01, "crop": "center", "templates": "none",
