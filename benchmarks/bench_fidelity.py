@@ -18,7 +18,9 @@ Orthogonal Adaptation with its own slot), then prints, measured with the world s
    (128x64 for 2 boxes, 128x128 for 3), the size the model was trained at, drawn as large as in their photos;
    on that canvas also one sampler per box (each box's prompt sampled alone as a 64-px image, nothing shared
    between boxes), with the group's fused model (the most any one-pass method using it could reach) and with
-   each concept's own ED-LoRA (today's workaround: a sampler and a LoRA per region, N passes).
+   each concept's own ED-LoRA (today's workaround: a sampler and a LoRA per region, N passes), and each
+   concept's box alone on that canvas (one regional pass with no other box, the fused model): what the
+   canvas costs before any neighbour does.
 Single-concept identity also lists the concepts' own photos after an autoencoder round trip, and region
 binding the ideal picture after the same round trip (each concept drawn small at its box's centre on the
 64-px canvas; on the box-sized canvas each box a 64-px picture of its concept, drawn large): the most any
@@ -54,6 +56,7 @@ WORDS_PLAIN = "base-world words"  # plain objects of the concepts' colours and s
 WORDS_LOOK = "look in words"  # each concept's whole look in words, scored like the concepts themselves
 BOX_SIZED = ", each box 64 px"  # row-label suffix on recipe.BOX_CANVAS: a box as large as the images the model learnt
 SEPARATE = "one sampler per box, "  # row-label prefix: each box's prompt sampled alone, nothing shared
+ALONE = "its box alone on the canvas, "  # row-label prefix: one regional pass with only this box, global ground
 
 
 def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
@@ -207,6 +210,13 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
                        for g, group in enumerate(groups) for c in group]
             result["regions"][f"{count}/concepts{BOX_SIZED}/{SEPARATE}{label}"] = fidelity.binding(
                 per_box, [c for group in groups for c in group], concepts)
+        # the same fused model and box, sampled in one regional pass on the whole canvas with no other box:
+        # what the canvas costs before any neighbour does
+        per_box = [_in_boxes(pipe, fused[tuple(group)], "black background", [(fidelity.concept_caption(c), box)],
+                             images, g, True, recipe.BOX_CANVAS[count])[0]
+                   for g, group in enumerate(groups) for c, box in zip(group, fidelity.LAYOUTS[count])]
+        result["regions"][f"{count}/concepts{BOX_SIZED}/{ALONE}fused model"] = fidelity.binding(
+            per_box, [c for group in groups for c in group], concepts)
     log("one sampler per box measured")
     for count in (c for c in (2, 3) if c <= len(concepts)):  # the ideal scene, every rotation of the concepts
         groups = [[concepts[(k + j) % len(concepts)] for j in range(count)] for k in range(len(concepts))]

@@ -46,13 +46,14 @@ def test_fidelity_benchmark_reports_every_measure(host, tmp_path):
 
     # region rows: both layouts; the base model in words (plain and whole look) and the concepts, each on
     # the 64-px canvas and on the box-sized one; the ceiling on each canvas; and one sampler per box on the
-    # box-sized canvas, with the fused model and with each concept's own ED-LoRA
+    # box-sized canvas, with the fused model and with each concept's own ED-LoRA; each box alone on that canvas
     sampled = {f"{n}/{prompts}{where}/{how}" for n in (2, 3) for how in ("regional", "global only")
                for prompts in ("base-world words", "look in words", "concepts") for where in ("", ", each box 64 px")}
     ceiling = {f"{n}/{prompts}/ideal scene through the autoencoder (ceiling)" for n in (2, 3)
                for prompts in ("concepts", "concepts, each box 64 px")}
     separate = {f"{n}/concepts, each box 64 px/one sampler per box, {model}" for n in (2, 3)
                 for model in ("fused model", "own ED-LoRA")}
+    separate |= {f"{n}/concepts, each box 64 px/its box alone on the canvas, fused model" for n in (2, 3)}
     assert set(result["regions"]) == sampled | ceiling | separate
     for key, row in result["regions"].items():
         n = int(key.split("/")[0])

@@ -101,6 +101,26 @@ def test_any_sampler_works_with_apply_regions_and_regional_ksampler(host, cn, lo
     assert not torch.allclose(a, plain, atol=1e-4)
 
 
+def test_one_box_over_the_whole_image_samples_like_the_stock_sampler_with_its_prompts(host, cn, loaded):
+    """Regional sampling adds nothing of its own: a box covering the image, with any global prompt, gives the
+    image KSampler gives for the box's prompt and negative (the benchmark's per-box rows rest on this)."""
+    model, clip = loaded
+    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    region_nodes = host.pack("nodes.region_nodes")
+    latent = cn.EmptyLatentImage().generate(64, 64, 2)[0]
+    with torch.inference_mode():
+        regions = region_nodes.RegionPrompt().add(clip, "a <cat1> <cat2>", "ugly cat", 0.0, 0.0, 1.0, 1.0, 1.0)[0]
+        boxed = region_nodes.RegionalKSampler().sample(
+            model, regions, encode.encode(clip, "two animals")[0], encode.encode(clip, "blurry")[0], latent, 3, 3,
+            5.0, "euler", "normal", 1.0)[0]["samples"]
+        plain = cn.KSampler().sample(model, 3, 3, 5.0, "euler", "normal", encode.encode(clip, "a <cat1> <cat2>")[0],
+                                     encode.encode(clip, "ugly cat")[0], latent)[0]["samples"]
+        other = cn.KSampler().sample(model, 3, 3, 5.0, "euler", "normal", encode.encode(clip, "two animals")[0],
+                                     encode.encode(clip, "blurry")[0], latent)[0]["samples"]
+    assert torch.allclose(boxed, plain, atol=1e-5), float((boxed - plain).abs().max())
+    assert not torch.allclose(boxed, other, atol=1e-3)  # the global prompt alone would give another image
+
+
 def test_region_control_strength_replaces_the_global_strength_inside(host, cn, loaded):
     model, clip = loaded
     control = host.pack("nodes.testbed").build_controlnet(seed=7)
