@@ -204,19 +204,20 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
               "own ED-LoRA": lambda group, c: own[concepts.index(c)]}
     for count in (c for c in (2, 3) if c <= len(concepts)):  # one sampler per box: the boxes cannot interact
         groups = _groups(concepts, count)
+        placed = [c for group in groups for c in group]
         for label, pick in models.items():
             # a box of the box-sized canvas is a whole 64-px image: recognising it alone scores it as a box
             per_box = [pipe.recognise(pipe.sample(*pick(group, c), fidelity.concept_caption(c), images, g))
                        for g, group in enumerate(groups) for c in group]
             result["regions"][f"{count}/concepts{BOX_SIZED}/{SEPARATE}{label}"] = fidelity.binding(
-                per_box, [c for group in groups for c in group], concepts)
+                per_box, placed, concepts)
         # the same fused model and box, sampled in one regional pass on the whole canvas with no other box:
         # what the canvas costs before any neighbour does
         per_box = [_in_boxes(pipe, fused[tuple(group)], "black background", [(fidelity.concept_caption(c), box)],
                              images, g, True, recipe.BOX_CANVAS[count])[0]
                    for g, group in enumerate(groups) for c, box in zip(group, fidelity.LAYOUTS[count])]
         result["regions"][f"{count}/concepts{BOX_SIZED}/{ALONE}fused model"] = fidelity.binding(
-            per_box, [c for group in groups for c in group], concepts)
+            per_box, placed, concepts)
     log("one sampler per box measured")
     for count in (c for c in (2, 3) if c <= len(concepts)):  # the ideal scene, every rotation of the concepts
         groups = [[concepts[(k + j) % len(concepts)] for j in range(count)] for k in range(len(concepts))]

@@ -102,8 +102,9 @@ def test_any_sampler_works_with_apply_regions_and_regional_ksampler(host, cn, lo
 
 
 def test_one_box_over_the_whole_image_samples_like_the_stock_sampler_with_its_prompts(host, cn, loaded):
-    """Regional sampling adds nothing of its own: a box covering the image, with any global prompt, gives the
-    image KSampler gives for the box's prompt and negative (the benchmark's per-box rows rest on this)."""
+    """Regional sampling adds nothing of its own: a box covering the image gives, whatever the global prompt,
+    the image KSampler gives for the box's prompt and negative (benchmarks/FIDELITY.md, What one regional pass
+    loses: the canvas)."""
     model, clip = loaded
     encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
     region_nodes = host.pack("nodes.region_nodes")
