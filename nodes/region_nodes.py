@@ -4,6 +4,7 @@ from __future__ import annotations
 import comfy.samplers
 import torch
 
+from ..mixofshow_core import pixel_boxes
 from ..mixofshow_core.errors import RegionSpecError
 from ..mixofshow_core.regions import Region, parse_spec
 from . import comfy_glue, regions_glue
@@ -65,6 +66,62 @@ class RegionPrompt:
         if mask is not None:
             region.mask = mask[0].float()  # (H, W)
         return (list(regions or []) + [_condition(clip, region)],)
+
+
+class RegionFromBoundingBox:
+    DESCRIPTION = (
+        "One region from a BOUNDING_BOX link (ComfyUI's detection nodes such as RT-DETR, the Bounding Box "
+        "primitive, Create Bounding Boxes): pick a box, give it a prompt and negative prompt. Boxes are in pixels "
+        "of the image they were found in; connect that image, or set its size."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MOS_REGIONS",)
+    RETURN_NAMES = ("regions",)
+    OUTPUT_TOOLTIPS = ("The region list with this region appended.",)
+    FUNCTION = "add"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 512, "min": 1, "max": 16384, "step": 1}
+        return {
+            "required": {
+                "clip": ("CLIP", {"tooltip": "CLIP (after ED-LoRA Loaders or Gradient Fusion) to encode the prompts."}),
+                "bboxes": ("BOUNDING_BOX", {"forceInput": True, "tooltip":
+                           "Boxes in pixels: one box, a list, or one list per image (the first image's are used)."}),
+                "index": ("INT", {"default": 0, "min": 0, "max": 999,
+                                  "tooltip": "Which box, counted in the chosen order from 0."}),
+                "order": (list(pixel_boxes.ORDERS), {"tooltip":
+                          "How boxes are counted: by their centres left to right or top to bottom, by area, or "
+                          "as the input lists them (detectors list the most confident first)."}),
+                "prompt": ("STRING", {"multiline": True,
+                                      "tooltip": "What is inside the region, e.g. 'a <cat1> <cat2>'."}),
+                "negative": ("STRING", {"multiline": True, "default": "",
+                                        "tooltip": "Negative prompt for this region."}),
+                "image_width": ("INT", {**size, "tooltip":
+                                "Width in pixels of the image the boxes are in (ignored when image is connected)."}),
+                "image_height": ("INT", {**size, "tooltip":
+                                 "Height in pixels of the image the boxes are in (ignored when image is connected)."}),
+                "weight": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 10.0, "step": 0.05,
+                                     "tooltip": "Weight where regions overlap (overlaps are averaged with weights)."}),
+            },
+            "optional": {
+                "regions": ("MOS_REGIONS", {"tooltip": REGIONS_TOOLTIP}),
+                "image": ("IMAGE", {"tooltip": "The image the boxes were found in; its size is used."}),
+                "control_strength": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 10.0, "step": 0.05, "tooltip":
+                                     "ControlNet strength inside this region (replaces the global one); -1 keeps it."}),
+            },
+        }
+
+    def add(self, clip, bboxes, index, order, prompt, negative, image_width, image_height, weight, regions=None,
+            image=None, control_strength=-1.0):
+        if image is not None:
+            image_height, image_width = image.shape[1], image.shape[2]  # IMAGE is (B, H, W, C)
+        try:
+            box = pixel_boxes.pick(bboxes, index, order, image_width, image_height)
+        except RegionSpecError as err:
+            raise RegionSpecError(err.code, f"Region From Bounding Box: {err}") from err
+        return RegionPrompt().add(clip, prompt, negative, box["x"], box["y"], box["width"], box["height"], weight,
+                                  regions=regions, control_strength=control_strength)
 
 
 class RegionBoxes:
@@ -186,6 +243,7 @@ class RegionalKSampler:
 
 NODE_CLASS_MAPPINGS = {
     "RegionPrompt": RegionPrompt,
+    "RegionFromBoundingBox": RegionFromBoundingBox,
     "RegionBoxes": RegionBoxes,
     "ApplyRegions": ApplyRegions,
     "RegionControlStrength": RegionControlStrength,
@@ -193,6 +251,7 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "RegionPrompt": "Region Prompt (Mix-of-Show)",
+    "RegionFromBoundingBox": "Region From Bounding Box (Mix-of-Show)",
     "RegionBoxes": "Region Boxes (Mix-of-Show)",
     "ApplyRegions": "Apply Regions (Mix-of-Show)",
     "RegionControlStrength": "Region Control Strength (Mix-of-Show)",

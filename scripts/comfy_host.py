@@ -166,7 +166,7 @@ def run_prompt(prompt: dict[str, Any]) -> RunResult:
     server = _Server()
     params = inspect.signature(execution.PromptExecutor.__init__).parameters
     if "cache_args" in params:  # newer hosts: main.py passes these
-        executor = execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0})
+        executor = execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
     else:
         executor = execution.PromptExecutor(server)
     _run(executor.execute(prompt, str(uuid.uuid4()), {}, valid[2]))

@@ -64,9 +64,10 @@ PY
   fi
 fi
 
-# torchvision: PyPI only has a CUDA build that cannot import here; ComfyUI only imports it.
+# torchvision, torchaudio: PyPI has no CPU build for this torch; ComfyUI only imports them (newer hosts import
+# torchaudio in comfy.sd). The shims are appended to sys.path, so installed packages win.
 shim=""
-if ! "$VENV/bin/python" -c "import torchvision" 2>/dev/null; then shim="$HOST_DIR/shims"; fi
+if ! "$VENV/bin/python" -c "import torchvision, torchaudio" 2>/dev/null; then shim="$HOST_DIR/shims"; fi
 echo "export MOS_PYTHON=$VENV/bin/python"
 echo "export COMFYUI_PATH=$COMFY"
 echo "export MOS_TORCHVISION_SHIM=$shim"

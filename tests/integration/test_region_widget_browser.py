@@ -124,7 +124,7 @@ def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
         app.canvas.setDirty(true, true);
         return node.id;""")
     rect, previous = None, None
-    for _ in range(50):  # the frontend mounts and lays out the node asynchronously: wait for a settled editor
+    for _ in range(100):  # the frontend mounts and lays out the node asynchronously: wait for a settled editor
         time.sleep(0.3)
         rect = browser.js_async("""
             const done = arguments[arguments.length - 1];
@@ -146,21 +146,25 @@ def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
     def at(fx, fy):
         return rect["left"] + fx * rect["width"], rect["top"] + fy * rect["height"]
 
+    # What the frontend gave the new node: empty, except that frontends since about 1.4x restore a reused id's
+    # widget values in graph.add (stock widgets too, e.g. CLIPTextEncode's text), here the removed node's box.
+    initial = _value(browser, node_id)["regions"]
     browser.drag([at(0.2, 0.2), at(0.4, 0.5), at(0.6, 0.7)])
     boxes = _value(browser, node_id)["regions"]
-    assert len(boxes) == 1 and boxes[0]["prompt"] == ""  # only the drawn box: nothing of the removed node
-    box = boxes[0]
+    assert boxes[:-1] == initial and len(boxes) == len(initial) + 1  # the drawn box reached the live node
+    box = boxes[-1]
+    assert box["prompt"] == ""
     assert abs(box["x"] - 0.2) < 0.03 and abs(box["y"] - 0.2) < 0.03
     assert abs(box["width"] - 0.4) < 0.03 and abs(box["height"] - 0.5) < 0.03
 
     browser.drag([at(0.4, 0.4), at(0.5, 0.45)])  # move it right and down by (0.1, 0.05)
-    moved = _value(browser, node_id)["regions"][0]
+    moved = _value(browser, node_id)["regions"][-1]
     assert abs(moved["x"] - box["x"] - 0.1) < 0.03 and abs(moved["y"] - box["y"] - 0.05) < 0.03
 
     element = browser.js("return [...document.querySelectorAll('.mixofshow-region-editor input')]"
                          ".filter((e) => e.offsetParent !== null)[0]")
     browser.call("POST", f"/element/{list(element.values())[0]}/value", {"text": "a <cat1> <cat2>"})
-    assert _value(browser, node_id)["regions"][0]["prompt"] == "a <cat1> <cat2>"
+    assert _value(browser, node_id)["regions"][-1]["prompt"] == "a <cat1> <cat2>"
 
     sent = browser.js_async("""
         const done = arguments[arguments.length - 1];
@@ -174,10 +178,34 @@ def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
         };
         app.queuePrompt(0, 1);""")
     queued = json.loads(sent[str(node_id)]["inputs"]["regions_json"])
-    assert queued["version"] == 1 and queued["regions"][0]["prompt"] == "a <cat1> <cat2>"
+    assert queued["version"] == 1 and queued["regions"][-1]["prompt"] == "a <cat1> <cat2>"
 
     browser.drag([at(0.45, 0.5), at(0.45, 0.5)])  # click to select, then Delete
     canvas = browser.js("return [...document.querySelectorAll('.mixofshow-region-editor canvas')]"
                         ".filter((e) => e.offsetParent !== null).pop()")
     browser.call("POST", f"/element/{list(canvas.values())[0]}/value", {"text": "\ue017"})
-    assert _value(browser, node_id)["regions"] == []
+    assert _value(browser, node_id)["regions"] == initial
+
+
+def test_the_frontend_links_a_bounding_box_node_to_region_from_bounding_box(browser):
+    """Newer frontends: core's BOUNDING_BOX output connects to the node's socket (not a widget)."""
+    browser.call("POST", "/url", {"url": browser.url})
+    for _ in range(100):
+        if browser.js("return !!(window.app && window.app.graph && window.LiteGraph && "
+                      "LiteGraph.registered_node_types['RegionFromBoundingBox'])"):
+            break
+        time.sleep(0.2)
+    if not browser.js("return !!LiteGraph.registered_node_types['PrimitiveBoundingBox']"):
+        pytest.skip("this ComfyUI has no BOUNDING_BOX nodes (added in 2026); check one with COMFYUI_PATH")
+    linked = browser.js("""
+        app.graph.clear();
+        const source = LiteGraph.createNode('PrimitiveBoundingBox');
+        app.graph.add(source);
+        const node = LiteGraph.createNode('RegionFromBoundingBox');
+        node.pos = [400, 0];
+        app.graph.add(node);
+        const slot = node.inputs.findIndex((i) => i.name === 'bboxes');
+        source.connect(0, node, slot);
+        return {link: node.inputs[slot].link, widgets: node.widgets.map((w) => w.name)};""")
+    assert linked["link"] is not None
+    assert "bboxes" not in linked["widgets"] and {"index", "order", "prompt", "image_width"} <= set(linked["widgets"])

@@ -148,3 +148,72 @@ def test_region_control_strength_replaces_the_global_strength_inside(host, cn, l
     latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
     samples = cn.common_ksampler(model, 0, 2, 5.0, "euler", "normal", pos_r, neg_r, latent)[0]["samples"]
     assert torch.isfinite(samples).all()
+
+
+# As a detector gives them (pixels of a 96x64 image, most confident first): the dog on the right, the cat left.
+DETECTED = [[{"x": 48.0, "y": 0.0, "width": 48.0, "height": 64.0, "label": "dog", "score": 0.9},
+             {"x": 0.0, "y": 0.0, "width": 48.0, "height": 64.0, "label": "cat", "score": 0.8}]]
+
+
+def _sample_96x64(host, cn, model, clip, regions):
+    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    latent = cn.EmptyLatentImage().generate(96, 64, 1)[0]
+    return host.pack("nodes.region_nodes").RegionalKSampler().sample(
+        model, regions, encode.encode(clip, "two animals")[0], encode.encode(clip, "blurry")[0], latent, 4, 2, 5.0,
+        "euler", "normal", 1.0)[0]["samples"]
+
+
+def test_region_from_a_bounding_box_samples_as_region_prompt_with_its_fractions(host, cn, loaded):
+    model, clip = loaded
+    region_nodes = host.pack("nodes.region_nodes")
+    from_box = region_nodes.RegionFromBoundingBox()
+    image = torch.zeros(1, 64, 96, 3)  # its size wins over the 512 x 512 widgets
+    boxed = from_box.add(clip, DETECTED, 0, "left to right", "a <cat1> <cat2>", "ugly cat", 512, 512, 1.0,
+                         image=image)[0]
+    boxed = from_box.add(clip, DETECTED, 1, "left to right", "a <dog1> <dog2>", "", 96, 64, 2.0, regions=boxed)[0]
+    assert [(rc.region.x, rc.region.width) for rc in boxed] == [(0.0, 0.5), (0.5, 0.5)]
+    drawn = region_nodes.RegionPrompt().add(clip, "a <cat1> <cat2>", "ugly cat", 0.0, 0.0, 0.5, 1.0, 1.0)[0]
+    drawn = region_nodes.RegionPrompt().add(clip, "a <dog1> <dog2>", "", 0.5, 0.0, 0.5, 1.0, 2.0, regions=drawn)[0]
+    swapped = from_box.add(clip, DETECTED, 0, "as given", "a <cat1> <cat2>", "ugly cat", 96, 64, 1.0)[0]
+    swapped = from_box.add(clip, DETECTED, 1, "as given", "a <dog1> <dog2>", "", 96, 64, 2.0, regions=swapped)[0]
+    a, b = _sample_96x64(host, cn, model, clip, boxed), _sample_96x64(host, cn, model, clip, drawn)
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, _sample_96x64(host, cn, model, clip, swapped), atol=1e-3)  # cat and dog swapped
+
+
+def test_region_from_a_bounding_box_names_itself_and_the_fix_on_a_bad_index(host, loaded):
+    _, clip = loaded
+    errors = host.pack("mixofshow_core.errors")
+    with pytest.raises(errors.RegionSpecError, match=r"Region From Bounding Box: box index 2 asked, the input holds "
+                                                     r"2 box\(es\)"):
+        host.pack("nodes.region_nodes").RegionFromBoundingBox().add(
+            clip, DETECTED, 2, "left to right", "a <cat1> <cat2>", "", 96, 64, 1.0)
+
+
+def test_a_bounding_box_primitive_feeds_a_region_in_the_executor(host):
+    """Hosts with BOUNDING_BOX nodes (ComfyUI 0.2x): core's Bounding Box primitive -> region -> sampler."""
+    import nodes
+
+    import comfy_host
+
+    if "PrimitiveBoundingBox" not in nodes.NODE_CLASS_MAPPINGS:
+        pytest.skip("this ComfyUI has no BOUNDING_BOX nodes (added in 2026); check one with COMFYUI_PATH")
+    prompt = {
+        "1": {"class_type": "TestbedCheckpointLoader", "inputs": {"variant": "tiny-random-sd1", "seed": 0}},
+        "2": {"class_type": "PrimitiveBoundingBox", "inputs": {"x": 0, "y": 0, "width": 48, "height": 64}},
+        "3": {"class_type": "RegionFromBoundingBox", "inputs": {
+            "clip": ["1", 1], "bboxes": ["2", 0], "index": 0, "order": "left to right", "prompt": "a red square",
+            "negative": "", "image_width": 96, "image_height": 64, "weight": 1.0}},
+        "4": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "two things"}},
+        "5": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": ""}},
+        "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 96, "height": 64, "batch_size": 1}},
+        "7": {"class_type": "RegionalKSampler", "inputs": {
+            "model": ["1", 0], "regions": ["3", 0], "positive": ["4", 0], "negative": ["5", 0],
+            "latent_image": ["6", 0], "seed": 1, "steps": 2, "cfg": 5.0, "sampler_name": "euler",
+            "scheduler": "normal", "denoise": 1.0}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "bbox_region"}},
+    }
+    result = comfy_host.run_prompt(prompt)
+    assert result.success, result.error
+    assert [i["filename"] for out in result.outputs.values() for i in out.get("images", [])]

@@ -294,16 +294,19 @@ def test_cancel_through_the_executor_keeps_the_work(host):
                                                                   "default_caption": "<TOK>, a square"}},
         "3": {"class_type": "EDLoRATrain", "inputs": {
             "model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2], "dataset": ["2", 0], "concept_name": "executor_cut",
-            "words": WORDS, "init": INIT, "steps": 6, "repeats": 1, "batch_size": 1, "resolution": 64, "seed": 0,
+            "words": WORDS, "init": INIT, "steps": 30, "repeats": 1, "batch_size": 1, "resolution": 64, "seed": 0,
             "resume": False, "save_every": 0}},
     }
+    cut = []
 
-    def cancel_at_two(value, total, preview, **_):
-        if value == 2:
+    # Cancel at the first progress report from step 2 on (newer hosts throttle reports to one per 100 ms).
+    def cancel_from_two(value, total, preview, **_):
+        if value >= 2 and not cut:
+            cut.append(value)
             mm.interrupt_current_processing(True)
         mm.throw_exception_if_processing_interrupted()
 
-    comfy.utils.set_progress_bar_global_hook(cancel_at_two)
+    comfy.utils.set_progress_bar_global_hook(cancel_from_two)
     try:
         result = comfy_host.run_prompt(prompt)
     finally:
@@ -315,7 +318,7 @@ def test_cancel_through_the_executor_keeps_the_work(host):
     assert concept.words == WORDS.split()
     saved = host.pack("mixofshow_core.training.state").load(
         os.path.join(host.output(), "mixofshow_training", "executor_cut", "state.safetensors"))
-    assert saved.progress.step == 2 and saved.progress.total == 6
+    assert 2 <= cut[0] < 30 and saved.progress.step == cut[0] and saved.progress.total == 30
 
 
 def test_an_error_mid_run_keeps_the_last_completed_step(host, bed, monkeypatch):

@@ -1,9 +1,7 @@
+"""torchvision.transforms: every name is a callable that raises (see the package docstring)."""
+from _mos_shim import raising
+
 from . import functional  # noqa: F401
 from .functional import InterpolationMode  # noqa: F401
 
-
-def _missing(*args, **kwargs):
-    raise NotImplementedError("torchvision is not installed; this is the Mix-of-Show test host's import shim")
-
-
-Compose = Normalize = Resize = ToTensor = _missing
+__getattr__ = raising("torchvision")

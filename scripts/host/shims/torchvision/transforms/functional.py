@@ -1,4 +1,7 @@
+"""torchvision.transforms.functional: InterpolationMode (read at import), every other name raises on use."""
 import enum
+
+from _mos_shim import raising
 
 
 class InterpolationMode(enum.Enum):
@@ -11,8 +14,4 @@ class InterpolationMode(enum.Enum):
     LANCZOS = "lanczos"
 
 
-def _missing(*args, **kwargs):
-    raise NotImplementedError("torchvision is not installed; this is the Mix-of-Show test host's import shim")
-
-
-rotate = resize = normalize = _missing
+__getattr__ = raising("torchvision")
