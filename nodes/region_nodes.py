@@ -10,7 +10,15 @@ from ..mixofshow_core.regions import Region, parse_spec
 from . import comfy_glue, regions_glue
 
 CATEGORY = "Mix-of-Show/regions"
-REGIONS_TOOLTIP = "Regions so far (chain RegionPrompt / RegionBoxes nodes)."
+# Inputs the region nodes share.
+REGIONS_INPUT = ("MOS_REGIONS", {"tooltip": "Regions so far (chain RegionPrompt / RegionBoxes nodes)."})
+CLIP_INPUT = ("CLIP", {"tooltip": "CLIP (after ED-LoRA Loaders or Gradient Fusion) to encode the prompts."})
+PROMPT_INPUT = ("STRING", {"multiline": True, "tooltip": "What is inside the region, e.g. 'a <cat1> <cat2>'."})
+NEGATIVE_INPUT = ("STRING", {"multiline": True, "default": "", "tooltip": "Negative prompt for this region."})
+WEIGHT_INPUT = ("FLOAT", {"default": 1.0, "min": 0.01, "max": 10.0, "step": 0.05,
+                          "tooltip": "Weight where regions overlap (overlaps are averaged with weights)."})
+CONTROL_STRENGTH_INPUT = ("FLOAT", {"default": -1.0, "min": -1.0, "max": 10.0, "step": 0.05, "tooltip":
+                                    "ControlNet strength inside this region (replaces the global one); -1 keeps it."})
 
 
 def _encode(clip, text: str) -> torch.Tensor:
@@ -21,39 +29,38 @@ def _condition(clip, region: Region) -> regions_glue.RegionCondition:
     return regions_glue.RegionCondition(region, _encode(clip, region.prompt), _encode(clip, region.negative))
 
 
-class RegionPrompt:
-    DESCRIPTION = (
-        "One region: a box (fractions of the image) or a MASK, with its own prompt and negative prompt, which may "
-        "name ED-LoRA concepts. Chain several into a region list for Regional KSampler or Apply Regions."
-    )
+class _AddsOneRegion:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("MOS_REGIONS",)
     RETURN_NAMES = ("regions",)
     OUTPUT_TOOLTIPS = ("The region list with this region appended.",)
     FUNCTION = "add"
 
+
+class RegionPrompt(_AddsOneRegion):
+    DESCRIPTION = (
+        "One region: a box (fractions of the image) or a MASK, with its own prompt and negative prompt, which may "
+        "name ED-LoRA concepts. Chain several into a region list for Regional KSampler or Apply Regions."
+    )
+
     @classmethod
     def INPUT_TYPES(cls):
         box = {"min": 0.0, "max": 1.0, "step": 0.01}
         return {
             "required": {
-                "clip": ("CLIP", {"tooltip": "CLIP (after ED-LoRA Loaders or Gradient Fusion) to encode the prompts."}),
-                "prompt": ("STRING", {"multiline": True,
-                                      "tooltip": "What is inside the region, e.g. 'a <cat1> <cat2>'."}),
-                "negative": ("STRING", {"multiline": True, "default": "",
-                                        "tooltip": "Negative prompt for this region."}),
+                "clip": CLIP_INPUT,
+                "prompt": PROMPT_INPUT,
+                "negative": NEGATIVE_INPUT,
                 "x": ("FLOAT", {"default": 0.0, **box, "tooltip": "Left edge, fraction of the image width."}),
                 "y": ("FLOAT", {"default": 0.0, **box, "tooltip": "Top edge, fraction of the image height."}),
                 "width": ("FLOAT", {"default": 0.5, **box, "tooltip": "Width, fraction of the image width."}),
                 "height": ("FLOAT", {"default": 1.0, **box, "tooltip": "Height, fraction of the image height."}),
-                "weight": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 10.0, "step": 0.05,
-                                     "tooltip": "Weight where regions overlap (overlaps are averaged with weights)."}),
+                "weight": WEIGHT_INPUT,
             },
             "optional": {
-                "regions": ("MOS_REGIONS", {"tooltip": REGIONS_TOOLTIP}),
+                "regions": REGIONS_INPUT,
                 "mask": ("MASK", {"tooltip": "If connected, the region is this mask (>= 0.5) instead of the box."}),
-                "control_strength": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 10.0, "step": 0.05, "tooltip":
-                                     "ControlNet strength inside this region (replaces the global one); -1 keeps it."}),
+                "control_strength": CONTROL_STRENGTH_INPUT,
             },
         }
 
@@ -68,24 +75,19 @@ class RegionPrompt:
         return (list(regions or []) + [_condition(clip, region)],)
 
 
-class RegionFromBoundingBox:
+class RegionFromBoundingBox(_AddsOneRegion):
     DESCRIPTION = (
         "One region from a BOUNDING_BOX link (ComfyUI's detection nodes such as RT-DETR, the Bounding Box "
         "primitive, Create Bounding Boxes): pick a box, give it a prompt and negative prompt. Boxes are in pixels "
         "of the image they were found in; connect that image, or set its size."
     )
-    CATEGORY = CATEGORY
-    RETURN_TYPES = ("MOS_REGIONS",)
-    RETURN_NAMES = ("regions",)
-    OUTPUT_TOOLTIPS = ("The region list with this region appended.",)
-    FUNCTION = "add"
 
     @classmethod
     def INPUT_TYPES(cls):
         size = {"default": 512, "min": 1, "max": 16384, "step": 1}
         return {
             "required": {
-                "clip": ("CLIP", {"tooltip": "CLIP (after ED-LoRA Loaders or Gradient Fusion) to encode the prompts."}),
+                "clip": CLIP_INPUT,
                 "bboxes": ("BOUNDING_BOX", {"forceInput": True, "tooltip":
                            "Boxes in pixels: one box, a list, or one list per image (the first image's are used)."}),
                 "index": ("INT", {"default": 0, "min": 0, "max": 999,
@@ -93,22 +95,18 @@ class RegionFromBoundingBox:
                 "order": (list(pixel_boxes.ORDERS), {"tooltip":
                           "How boxes are counted: by their centres left to right or top to bottom, by area, or "
                           "as the input lists them (detectors list the most confident first)."}),
-                "prompt": ("STRING", {"multiline": True,
-                                      "tooltip": "What is inside the region, e.g. 'a <cat1> <cat2>'."}),
-                "negative": ("STRING", {"multiline": True, "default": "",
-                                        "tooltip": "Negative prompt for this region."}),
+                "prompt": PROMPT_INPUT,
+                "negative": NEGATIVE_INPUT,
                 "image_width": ("INT", {**size, "tooltip":
                                 "Width in pixels of the image the boxes are in (ignored when image is connected)."}),
                 "image_height": ("INT", {**size, "tooltip":
                                  "Height in pixels of the image the boxes are in (ignored when image is connected)."}),
-                "weight": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 10.0, "step": 0.05,
-                                     "tooltip": "Weight where regions overlap (overlaps are averaged with weights)."}),
+                "weight": WEIGHT_INPUT,
             },
             "optional": {
-                "regions": ("MOS_REGIONS", {"tooltip": REGIONS_TOOLTIP}),
+                "regions": REGIONS_INPUT,
                 "image": ("IMAGE", {"tooltip": "The image the boxes were found in; its size is used."}),
-                "control_strength": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 10.0, "step": 0.05, "tooltip":
-                                     "ControlNet strength inside this region (replaces the global one); -1 keeps it."}),
+                "control_strength": CONTROL_STRENGTH_INPUT,
             },
         }
 
@@ -139,14 +137,14 @@ class RegionBoxes:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "clip": ("CLIP", {"tooltip": "CLIP (after ED-LoRA Loaders or Gradient Fusion) to encode the prompts."}),
+                "clip": CLIP_INPUT,
                 "regions_json": ("STRING", {"default": '{"version": 1, "regions": []}', "multiline": True,
                                             "dynamicPrompts": False,
                                             "tooltip": "The boxes (version-1 JSON), edited by the box widget."}),
             },
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Shown behind the boxes in the editor (e.g. the pose image)."}),
-                "regions": ("MOS_REGIONS", {"tooltip": REGIONS_TOOLTIP}),
+                "regions": REGIONS_INPUT,
             },
         }
 
