@@ -71,7 +71,7 @@ def to_fractions(box: PixelBox, image_width: int, image_height: int) -> dict:
         raise RegionSpecError(
             "out_of_range", f"bounding box ({box.x:g}, {box.y:g}, {box.width:g} x {box.height:g} px) has no area "
                             f"inside the {image_width} x {image_height} image. Give the size of the image the boxes "
-                            "were found in (connect it as image, or set width and height).")
+                            "were found in (connect it as image, or set image_width and image_height).")
     return {"x": left / image_width, "y": top / image_height,
             "width": (right - left) / image_width, "height": (bottom - top) / image_height}
 
