@@ -38,6 +38,7 @@ _RAND = re.compile(r"^<rand-([0-9.eE+-]+)>$")
 RUNS_FOLDER = "mixofshow_training"
 # Settings that may change between a run and its resumption (they do not change the math's intent).
 RESUMABLE_CHANGES = ("precision", "gradient_checkpointing")
+LOG_EVERY_S = 5.0  # a progress line in ComfyUI's console (the terminal) at most this often
 
 
 @dataclass
@@ -127,6 +128,15 @@ def _save_png(image: torch.Tensor, path: str) -> None:
     atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
+def _log_step(name: str, p: loop.Progress, start_step: int, elapsed: float) -> None:
+    """One console line: step, recent loss, time left at this run's pace."""
+    recent = p.losses[-10:]
+    rate = (p.step - start_step) / elapsed if elapsed > 0 else 0.0
+    left = f"{(p.total - p.step) / rate:.0f} s left" if rate > 0 and not p.done else "done"
+    logger.info("[Mix-of-Show] training %s: step %d/%d, loss %.4f (mean of the last %d), %.2f steps/s, %s",
+                name, p.step, p.total, float(np.mean(recent)) if recent else float("nan"), len(recent), rate, left)
+
+
 def train(model: Any, clip: Any, vae: Any, dataset: ConceptDataset, config: TrainConfig, name: str, resume: bool,
           save_every: int, validation: Validation) -> RunResult:
     """Train (or resume) a concept; on cancel, save everything and re-raise ComfyUI's interrupt."""
@@ -176,7 +186,7 @@ def train(model: Any, clip: Any, vae: Any, dataset: ConceptDataset, config: Trai
             files.append(target)
 
         bar = comfy.utils.ProgressBar(total)
-        started, start_step, last_preview = time.monotonic(), progress.step, [0.0]
+        started, start_step, last_preview, last_log = time.monotonic(), progress.step, [0.0], [time.monotonic()]
 
         def after_step(p: loop.Progress) -> None:
             if save_every and p.step % save_every == 0 and not p.done:
@@ -191,6 +201,9 @@ def train(model: Any, clip: Any, vae: Any, dataset: ConceptDataset, config: Trai
                 pil = Image.fromarray((plot.loss_plot(p.losses, title=title)[0].numpy() * 255).astype(np.uint8))
                 preview = ("PNG", pil, 640)
             bar.update_absolute(p.step, p.total, preview)
+            if now - last_log[0] >= LOG_EVERY_S or p.done:
+                last_log[0] = now
+                _log_step(name, p, start_step, now - started)
 
         callbacks = loop.Callbacks(should_stop=comfy.model_management.processing_interrupted, after_step=after_step)
         finished = progress.done

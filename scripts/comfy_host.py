@@ -54,10 +54,10 @@ class Host:
         return importlib.import_module(f"{self.pack_name}.{module}")
 
 
-def boot(workdir: str, pack_dir: str = REPO, adapt_backward: bool = True) -> Host:
+def boot(workdir: str, pack_dir: str = REPO) -> Host:
     """Import ComfyUI once per process, load this pack, and use ``workdir`` for models and outputs.
 
-    ``adapt_backward`` lets a pre-0.3.41 host back-propagate (scripts/backward_adapter.py), for training.
+    Nothing of the host is patched: the pack runs as it would inside a user's ComfyUI.
     """
     if "host" in _STATE:
         _set_dirs(workdir)
@@ -90,12 +90,8 @@ def boot(workdir: str, pack_dir: str = REPO, adapt_backward: bool = True) -> Hos
     import comfy.model_management as mm
     import comfy.utils
 
-    # main.py installs this hook; without it interrupts never fire during sampling
-    comfy.utils.set_progress_bar_global_hook(lambda *a, **k: mm.throw_exception_if_processing_interrupted())
-    if adapt_backward:
-        import backward_adapter
-
-        backward_adapter.apply()  # test host only: see scripts/backward_adapter.py
+    # main.py installs such a hook; without it interrupts never fire during sampling
+    comfy.utils.set_progress_bar_global_hook(_progress_hook)
     init = os.path.join(os.path.abspath(pack_dir), "__init__.py")
     # ComfyUI 2024 names the module after the folder; newer hosts after the whole path ("." -> "_x_")
     name = next(n for n, m in list(sys.modules.items())
@@ -103,6 +99,26 @@ def boot(workdir: str, pack_dir: str = REPO, adapt_backward: bool = True) -> Hos
     host = Host(comfy=comfy, pack_module=sys.modules[name], pack_name=name, workdir=workdir)
     _STATE["host"] = host
     return host
+
+
+def _progress_hook(value, total, preview=None, prompt_id=None, node_id=None, **_):
+    """Every ComfyUI progress bar reports here: interrupts fire, and the listener (if any) hears (node, value, total)."""
+    import comfy.model_management as mm
+
+    mm.throw_exception_if_processing_interrupted()
+    listener = _STATE.get("listener")
+    if listener is None:
+        return
+    if node_id is None:
+        try:  # ComfyUI 0.3.4x and newer know the executing node
+            from comfy_execution.utils import get_executing_context
+
+            node_id = getattr(get_executing_context(), "node_id", None)
+        except ImportError:
+            pass
+    if node_id is None and _STATE.get("server") is not None:
+        node_id = _STATE["server"].last_node_id  # older hosts: the executor sets it on the server
+    listener(node_id, value, total)
 
 
 def _set_dirs(workdir: str) -> None:
@@ -156,20 +172,27 @@ def validate(prompt: dict[str, Any]):
     return _run(execution.validate_prompt(prompt))
 
 
-def run_prompt(prompt: dict[str, Any]) -> RunResult:
-    """Validate and execute an API-format prompt with the real executor."""
+def run_prompt(prompt: dict[str, Any], progress=None) -> RunResult:
+    """Validate and execute an API-format prompt with the real executor.
+
+    ``progress(node_id, value, total)``, when given, hears every progress bar of the run.
+    """
     import execution
 
     valid = validate(prompt)
     if not valid[0]:
         return RunResult(False, {}, [], f"validation failed: {valid[1]} {valid[3]}")
     server = _Server()
+    _STATE.update(server=server, listener=progress)
     params = inspect.signature(execution.PromptExecutor.__init__).parameters
     if "cache_args" in params:  # newer hosts: main.py passes these
         executor = execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
     else:
         executor = execution.PromptExecutor(server)
-    _run(executor.execute(prompt, str(uuid.uuid4()), {}, valid[2]))
+    try:
+        _run(executor.execute(prompt, str(uuid.uuid4()), {}, valid[2]))
+    finally:
+        _STATE.update(server=None, listener=None)
     messages = list(getattr(executor, "status_messages", [])) + server.messages
     error = ""
     for event, data in messages:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -103,8 +104,24 @@ def _make_demo_concepts(prompt, loaders, host, torch):
             formats.WRITERS["edlora"](concept, os.path.join(host.models("edloras"), name))
 
 
+class ProgressPrinter:
+    """Terminal progress of a running workflow: each node's progress bar every few seconds and at its end."""
+
+    def __init__(self, prompt: dict, every_s: float = 3.0):
+        self.kinds = {key: node["class_type"] for key, node in prompt.items()}
+        self.every_s, self.last, self.start = every_s, {}, time.monotonic()
+
+    def __call__(self, node, value, total) -> None:
+        now = time.monotonic()
+        if value < total and now - self.last.get(node, 0.0) < self.every_s:
+            return
+        self.last[node] = now
+        kind = self.kinds.get(str(node), "?")
+        print(f"[demo] {now - self.start:7.1f} s  {kind} (node {node}): {value}/{total}", flush=True)
+
+
 def _run(prompt: dict) -> dict:
-    result = comfy_host.run_prompt(prompt)
+    result = comfy_host.run_prompt(prompt, progress=ProgressPrinter(prompt))
     if not result.success:
         raise SystemExit(f"[demo] workflow failed: {result.error}")
     return result.outputs
@@ -196,7 +213,20 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     os.makedirs(args.out, exist_ok=True)
+    started = time.time()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
     host = comfy_host.boot(os.path.abspath(args.out))
+    logging.getLogger(host.pack_name).setLevel(logging.INFO)  # the pack's stage and training lines
+    import comfy.utils
+
+    comfy.utils.set_progress_bar_enabled(False)  # the samplers' tqdm bars; ProgressPrinter reports those steps
+    try:
+        return _main(args, host)
+    finally:
+        print(f"[demo] total time {time.time() - started:.1f} s", flush=True)
+
+
+def _main(args, host) -> int:
     world_weights = host.pack("nodes.testbed_nodes").WORLD_WEIGHTS
     if not args.checkpoint and not args.workflow:
         if os.path.isfile(world_weights):
@@ -209,7 +239,7 @@ def main(argv=None) -> int:
     for note in prepare(prompt, host, args.checkpoint, args.concept, args.steps, args.size):
         print(f"[demo] {note}")
     start = time.time()
-    result = comfy_host.run_prompt(prompt)
+    result = comfy_host.run_prompt(prompt, progress=ProgressPrinter(prompt))
     if not result.success:
         print(f"[demo] workflow failed: {result.error}", file=sys.stderr)
         return 1

@@ -40,6 +40,29 @@ def _inference_mode():
 
 
 @pytest.fixture(scope="session")
+def backward_supported(host) -> bool:
+    """Whether this ComfyUI back-propagates through its UNet as shipped (0.3.41 and newer); training needs it."""
+    glue = host.pack("nodes.train_glue")
+    with torch.inference_mode():
+        model = host.pack("nodes.testbed").build_testbed(0)[0].clone()
+    with torch.inference_mode(False), torch.enable_grad():
+        glue.prepare_for_autograd(model.model.diffusion_model)
+        try:
+            glue.check_backward(model)
+        except glue.UnsupportedHostError:
+            return False
+    return True
+
+
+@pytest.fixture
+def trains(backward_supported, host):
+    """Skips a test that trains on a host that cannot (the opt-in 2024 host; training needs 0.3.41)."""
+    if not backward_supported:
+        pytest.skip(f"ComfyUI {host.pack('nodes.train_glue').host_version()} cannot back-propagate through its "
+                    "UNet; training needs 0.3.41 or newer (the node's error is checked in test_old_host_error)")
+
+
+@pytest.fixture(scope="session")
 def cn(host):
     """ComfyUI's own top-level ``nodes`` module (import it only after the host is booted)."""
     import importlib

@@ -39,8 +39,10 @@ def test_ui_json_links_are_consistent(path):
 
 @pytest.mark.fullsize
 @pytest.mark.parametrize("path", SD15_WORKFLOWS, ids=os.path.basename)
-def test_workflow_runs_with_official_checkpoints(host, sd15, path):
+def test_workflow_runs_with_official_checkpoints(host, sd15, path, request):
     prompt = comfy_host.ui_to_api(_load(path))
+    if any(node["class_type"] == "EDLoRATrain" for node in prompt.values()):
+        request.getfixturevalue("trains")
     for node in prompt.values():
         inputs = node["inputs"]
         if node["class_type"] == "CheckpointLoaderSimple":
@@ -106,12 +108,16 @@ def test_demo_command_runs_a_workflow_on_the_random_testbed(tmp_path):
     assert "random weights" in stdout
 
 
-def test_default_demo_trains_fuses_places_and_scores(host, tmp_path):
+def test_default_demo_trains_fuses_places_and_scores(host, tmp_path, trains):
     """The README's main job (short training here): 3 concepts trained, fused, sampled in boxes, scored."""
     if not os.path.isfile(host.pack("nodes.testbed_nodes").WORLD_WEIGHTS):
         pytest.skip("the world testbed weights are not in this checkout")
     stdout, images = _demo(tmp_path, "--steps", "10")
     assert "trained 3 concepts" in stdout
+    # progress in the terminal: training steps with loss and time left, fusion stages, sampling steps, total
+    assert "EDLoRATrain (node" in stdout and "RegionalKSampler (node" in stdout and "KSampler (node" in stdout
+    assert "[Mix-of-Show] training rubo: step 10/10, loss" in stdout
+    assert "[Mix-of-Show] fusion stage: cross-attention K/V" in stdout and "[demo] total time" in stdout
     assert len(images) == 16  # 8 regional + 8 global-only samples
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in images])
     # 3 boxes of 64 px each (recipe.BOX_CANVAS); real pictures, not a constant

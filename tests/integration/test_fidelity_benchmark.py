@@ -10,7 +10,7 @@ import pytest
 import comfy_host
 
 
-def test_fidelity_benchmark_reports_every_measure(host, tmp_path):
+def test_fidelity_benchmark_reports_every_measure(host, tmp_path, trains):
     if not os.path.isfile(host.pack("nodes.testbed_nodes").WORLD_WEIGHTS):
         pytest.skip("the world testbed weights are not in this checkout")
     out = tmp_path / "fidelity.json"

@@ -1,17 +1,17 @@
 """ED-LoRA / Orthogonal Adaptation training in the real ComfyUI (tiny testbed, CPU).
 
 The testbed here uses fan-in-scaled random weights (``build_testbed(seed, std=None)``) so that every
-layer moves the output and training has something to learn. On hosts older than 0.3.41 the test host
-is adapted for back-propagation (scripts/backward_adapter.py); ``test_old_host_error`` checks what a
-user of such a host sees.
+layer moves the output and training has something to learn. Training needs ComfyUI 0.3.41 or newer: on
+an older host (the opt-in 2024 check) these tests skip and test_training_old_host.py checks what its user sees.
 """
 from __future__ import annotations
 
 import os
 
-import backward_adapter
 import pytest
 import torch
+
+pytestmark = pytest.mark.usefixtures("trains")
 
 WORDS = "<toy1> <toy2>"
 INIT = "<rand-0.013> man"
@@ -241,15 +241,6 @@ def _patched_weights(model, ldm_names: dict[str, str]) -> dict[str, torch.Tensor
             weight = unet.get_submodule(module).weight.detach().float().clone()
             out[name] = model.calculate_weight(model.patches.get(key, []), weight, key)
     return out
-
-
-def test_old_host_error(host, bed):
-    """ComfyUI before 0.3.41 cannot back-propagate through its transformer blocks: the node says so."""
-    if not backward_adapter.needs_adapting():
-        pytest.skip("this ComfyUI supports backward as shipped")
-    glue = host.pack("nodes.train_glue")
-    with backward_adapter.unadapted(), pytest.raises(glue.UnsupportedHostError, match="0.3.41 or newer"):
-        _train(host, bed, _dataset(host), "old_host", 1)
 
 
 def test_bad_training_input_is_explained(host, bed):

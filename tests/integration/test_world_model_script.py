@@ -28,7 +28,7 @@ def _train(*args: str) -> subprocess.CompletedProcess:
     return run
 
 
-def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path):
+def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path, trains):
     out = tmp_path / "world_smoke.safetensors"
     run = _train("--vae-steps", "2", "--decoder-steps", "2", "--unet-steps", "2", "--batch", "8", "--out", str(out))
     assert '"unet_steps": "2"' in run.stdout and out.stat().st_size > 1_000_000
