@@ -5,6 +5,10 @@ an ``attn2_output_patch`` then recomputes the queries, attends to every region's
 its mask covers, and adds ``mean_r(A_r) − A_global`` (through to_out's linear part) to the layer's
 output. Other attention patches (IPAdapter, the layer-wise ED-LoRA patch) keep working: nothing is
 replaced. Cond rows use each region's prompt, uncond rows its negative prompt.
+
+The patch holds no module: the UNet it projects with is the one the host runs at call time, handed over
+by a model wrapper (host_compat.add_call_options). So nodes after ApplyRegions that clone and patch the
+model (LoRA, FreeU, model sampling, more concepts) act inside the boxes too, and a clone copies no weights.
 """
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ from comfy.ldm.modules.attention import optimized_attention
 from ..mixofshow_core import layer_context
 from ..mixofshow_core.regional_attention import regional_output
 from ..mixofshow_core.regions import Region, attention_grid, rasterize
-from . import comfy_glue
+from . import comfy_glue, host_compat
 
 logger = logging.getLogger(__name__)
+UNET_OPTION = "mixofshow_unet"  # transformer_options key: the running UNet, set per model call
 
 
 @dataclass
@@ -45,11 +50,10 @@ def _lcm_repeat(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 class RegionalAttentionPatch:
     mixofshow_regions = True
 
-    def __init__(self, regions: list[RegionCondition], sites, unet: torch.nn.Module):
+    def __init__(self, regions: list[RegionCondition], sites):
         self.regions = regions
         self.layers = len(sites)
         self.table = {(s.block[0], s.block[1], s.depth): s for s in sites}
-        self.unet = unet
         self.stash: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.mask_cache: dict[tuple[int, int], torch.Tensor] = {}
         self.warned: set[tuple[int, tuple[int, int]]] = set()
@@ -93,7 +97,11 @@ class RegionalAttentionPatch:
             return out
         n, context = self.stash.pop(key)
         site = self.table[key]
-        attn = self.unet.get_submodule(site.ldm_prefix).attn2
+        unet = extra.get(UNET_OPTION)
+        if unet is None:
+            raise RuntimeError("[Mix-of-Show] regional attention ran without its model wrapper; a node after "
+                               "ApplyRegions removed the model's wrappers. Apply regions after that node.")
+        attn = unet.get_submodule(site.ldm_prefix).attn2
         shape = extra["original_shape"]
         h, w = attention_grid(shape[2], shape[3], n.shape[1])
         masks = self.masks(h, w).to(n.device)
@@ -123,10 +131,15 @@ def with_regions(model: Any, regions: list[RegionCondition]) -> Any:
     if not regions:
         return model
     sites = comfy_glue.cross_attention_sites(model)
-    patch = RegionalAttentionPatch(regions, sites, model.model.diffusion_model)
+    patch = RegionalAttentionPatch(regions, sites)
     model.set_model_attn2_patch(patch.before)
     model.set_model_attn2_output_patch(patch.after)
+    host_compat.add_call_options(model, "mixofshow_regions", _running_unet)
     return model
+
+
+def _running_unet(base_model) -> dict:
+    return {UNET_OPTION: base_model.diffusion_model}
 
 
 class RegionScaledControl:
@@ -174,7 +187,9 @@ def with_region_control(conditioning: list, regions: list[Region]) -> list:
     out = []
     for cond, extras in conditioning:
         extras = dict(extras)
-        if extras.get("control") is not None:
-            extras["control"] = RegionScaledControl(extras["control"], regions)
+        control = extras.get("control")
+        if control is not None:  # already scaled (Region Control Strength before Regional KSampler): rescale once
+            inner = control.inner if isinstance(control, RegionScaledControl) else control
+            extras["control"] = RegionScaledControl(inner, regions)
         out.append([cond, extras])
     return out

@@ -42,5 +42,23 @@ class TestbedCheckpointLoader:
         return testbed.build_testbed(seed)
 
 
-NODE_CLASS_MAPPINGS = {"TestbedCheckpointLoader": TestbedCheckpointLoader}
-NODE_DISPLAY_NAME_MAPPINGS = {"TestbedCheckpointLoader": "Testbed Checkpoint Loader (Mix-of-Show)"}
+class TestbedControlNet:
+    DESCRIPTION = ("A seeded random ControlNet for the tiny testbed's UNet layout (no download): connect it to stock "
+                   "Apply ControlNet to try control and per-region control strength on the testbed.")
+    CATEGORY = "Mix-of-Show/loaders"
+    RETURN_TYPES = ("CONTROL_NET",)
+    OUTPUT_TOOLTIPS = ("A ControlNet for tiny-random-sd1 / world-tiny-sd1 (random weights).",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+                                              "tooltip": "Seed of the random weights."})}}
+
+    def load(self, seed):
+        return (testbed.build_controlnet(seed),)
+
+
+NODE_CLASS_MAPPINGS = {"TestbedCheckpointLoader": TestbedCheckpointLoader, "TestbedControlNet": TestbedControlNet}
+NODE_DISPLAY_NAME_MAPPINGS = {"TestbedCheckpointLoader": "Testbed Checkpoint Loader (Mix-of-Show)",
+                              "TestbedControlNet": "Testbed ControlNet (Mix-of-Show)"}

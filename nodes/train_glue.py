@@ -28,8 +28,7 @@ from ..mixofshow_core.errors import BaseModelMismatchError, MixOfShowError
 from ..mixofshow_core.unet_layout import map_unet_modules
 from ..mixofshow_core.words import substitute
 from . import comfy_glue
-
-MIN_HOST = "0.3.41"
+from .host_compat import MIN_TRAINING_HOST, host_version
 
 
 class UnsupportedHostError(MixOfShowError):
@@ -53,15 +52,6 @@ def prepare_for_autograd(module: torch.nn.Module) -> int:
     return replaced
 
 
-def host_version() -> str:
-    try:
-        import comfyui_version
-
-        return str(comfyui_version.__version__)
-    except ImportError:
-        return "unknown (older than 0.3.x)"
-
-
 def check_backward(model: Any) -> None:
     """Back-propagate through one transformer block; a clear error on hosts whose blocks cannot."""
     unet = model.model.diffusion_model
@@ -76,9 +66,9 @@ def check_backward(model: Any) -> None:
         if "inplace" not in str(err) and "in-place" not in str(err):
             raise
         raise UnsupportedHostError(
-            f"Training needs ComfyUI {MIN_HOST} or newer: this ComfyUI (version {host_version()}) modifies tensors in "
-            "place inside its transformer blocks, which breaks back-propagation. Update ComfyUI (git pull, or the "
-            "desktop/portable updater) and run again."
+            f"Training needs ComfyUI {MIN_TRAINING_HOST} or newer: this ComfyUI (version {host_version()}) modifies "
+            "tensors in place inside its transformer blocks, which breaks back-propagation. Update ComfyUI (git pull, "
+            "or the desktop/portable updater) and run again."
         ) from err
 
 

@@ -87,7 +87,6 @@ def boot(workdir: str, pack_dir: str = REPO) -> Host:
     _set_dirs(workdir)
     if not _run(nodes.load_custom_node(os.path.abspath(pack_dir))):
         raise RuntimeError(f"ComfyUI could not load the pack from {pack_dir}; see the log above.")
-    import comfy.model_management as mm
     import comfy.utils
 
     # main.py installs such a hook; without it interrupts never fire during sampling
@@ -102,7 +101,7 @@ def boot(workdir: str, pack_dir: str = REPO) -> Host:
 
 
 def _progress_hook(value, total, preview=None, prompt_id=None, node_id=None, **_):
-    """Every ComfyUI progress bar reports here: interrupts fire, and the listener (if any) hears (node, value, total)."""
+    """Every ComfyUI progress bar reports here: interrupts fire; the listener (if any) hears (node, value, total)."""
     import comfy.model_management as mm
 
     mm.throw_exception_if_processing_interrupted()

@@ -58,7 +58,7 @@ def backward_supported(host) -> bool:
 def trains(backward_supported, host):
     """Skips a test that trains on a host that cannot (the opt-in 2024 host; training needs 0.3.41)."""
     if not backward_supported:
-        pytest.skip(f"ComfyUI {host.pack('nodes.train_glue').host_version()} cannot back-propagate through its "
+        pytest.skip(f"ComfyUI {host.pack('nodes.host_compat').host_version()} cannot back-propagate through its "
                     "UNet; training needs 0.3.41 or newer (the node's error is checked in test_old_host_error)")
 
 
