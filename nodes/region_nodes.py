@@ -145,6 +145,12 @@ class RegionBoxes:
             "optional": {
                 "image": ("IMAGE", {"tooltip": "Shown behind the boxes in the editor (e.g. the pose image)."}),
                 "regions": REGIONS_INPUT,
+                "image_width": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1, "tooltip":
+                                "Width in pixels of the image being made; shapes the box editor only, as boxes are "
+                                "fractions (ignored when a connected image is shown)."}),
+                "image_height": ("INT", {"default": 512, "min": 1, "max": 16384, "step": 1, "tooltip":
+                                 "Height in pixels of the image being made; shapes the box editor only (ignored when "
+                                 "a connected image is shown)."}),
             },
         }
 
@@ -156,7 +162,7 @@ class RegionBoxes:
             return f"RegionBoxes: {err}"
         return True
 
-    def build(self, clip, regions_json, image=None, regions=None):
+    def build(self, clip, regions_json, image=None, regions=None, image_width=512, image_height=512):
         return (list(regions or []) + [_condition(clip, r) for r in parse_spec(regions_json)],)
 
 

@@ -102,8 +102,14 @@ def layer_table(host, model):
 
 
 @contextlib.contextmanager
-def running_server(root):
-    """``main.py --cpu`` with this pack linked as custom_nodes/ComfyUI-Mix-of-Show and edloras at root/concepts."""
+def running_server(root, settings=None):
+    """``main.py --cpu`` with this pack linked as custom_nodes/ComfyUI-Mix-of-Show and edloras at root/concepts.
+
+    ``settings``: frontend settings (comfy.settings.json) of a fresh user directory root/user, e.g. to keep
+    first-run dialogs away; without it the host's own user directory is used.
+    """
+    import json
+
     import comfy_host
 
     (root / "custom_nodes").mkdir(exist_ok=True)
@@ -118,10 +124,15 @@ def running_server(root):
     shim = os.environ.get("MOS_TORCHVISION_SHIM")
     if shim:
         env["PYTHONPATH"] = shim + os.pathsep + env.get("PYTHONPATH", "")
+    user = []
+    if settings is not None:
+        (root / "user" / "default").mkdir(parents=True, exist_ok=True)
+        (root / "user" / "default" / "comfy.settings.json").write_text(json.dumps(settings))
+        user = ["--user-directory", str(root / "user")]
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--extra-model-paths-config", str(root / "paths.yaml"), "--output-directory", str(root / "out")],
+         "--extra-model-paths-config", str(root / "paths.yaml"), "--output-directory", str(root / "out")] + user,
         cwd=comfy_host.comfy_path(), stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

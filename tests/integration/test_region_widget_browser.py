@@ -1,85 +1,95 @@
-"""The region-box widget in headless Chromium against the real ComfyUI server.
+"""The region-box editor in headless Chromium against the real ComfyUI server.
 
-Both renderings of the current frontend (classic LiteGraph canvas, and Vue node rendering where the
-frontend has it) and the 2024 legacy UI.
+Both renderings of the current frontend: the classic LiteGraph canvas, and Vue node rendering where the
+frontend has it (skipped, with the reason, where it does not). The server starts with a fresh user
+directory whose settings keep first-run dialogs away, so no test depends on a used profile.
 
-Driven through ChromeDriver's W3C protocol with real pointer input: draw a box, move it, type its
-prompt, check the widget value and the prompt the frontend queues, then delete the box.
+* Real pointer input: draw a box, move it, type its prompt, check the widget value and the prompt the
+  frontend queues, then delete the box.
+* The example workflow as a new user opens it (its own zoom, untouched): the editor keeps the aspect of the
+  image being made, stays inside the node's frame, draws readable labels on a dark backing over a bright
+  image, and shows no raw JSON text box while the value is still saved and queued.
 """
+import io
 import json
-import shutil
-import socket
-import subprocess
-import tempfile
+import pathlib
 import time
-import urllib.request
 
 import pytest
+from integration.browser_support import (
+    NODE_RECT_FN,
+    QUIET_SETTINGS,
+    available,
+    chromedriver,
+    has_vue_nodes,
+    load_workflow,
+    open_app,
+    set_setting,
+    upload_input,
+)
 from integration.host_support import running_server
 
-pytestmark = pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")),
+pytestmark = pytest.mark.skipif(not available(),
                                 reason="needs Debian chromium and chromium-driver (installed by .ci/run)")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,1000"]
+RENDERINGS = ["canvas", "vue_nodes"]
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "example_workflows" / "regional_two_concepts_pose.json"
+EDITOR_NODE = 9  # the RegionBoxes node of the example, linked to Load Image (pose.png)
+POSE_SIZE = (768, 512)
+GREEN = (40, 210, 60)
 
 
-class Browser:
-    def __init__(self, driver_url):
-        self.base = driver_url
-        caps = {"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
-            "binary": shutil.which("chromium"), "args": FLAGS + [f"--user-data-dir={tempfile.mkdtemp()}"]}}}}
-        self.session = self._call("POST", "/session", caps)["sessionId"]
+def _green_png():
+    from PIL import Image
 
-    def _call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return json.loads(r.read())["value"]
-
-    def call(self, method, path, body=None):
-        return self._call(method, f"/session/{self.session}{path}", body)
-
-    def js(self, script, *args):
-        return self.call("POST", "/execute/sync", {"script": script, "args": list(args)})
-
-    def js_async(self, script, *args):
-        return self.call("POST", "/execute/async", {"script": script, "args": list(args)})
-
-    def drag(self, points):
-        moves = [{"type": "pointerMove", "x": int(points[0][0]), "y": int(points[0][1]), "origin": "viewport"},
-                 {"type": "pointerDown", "button": 0}]
-        moves += [{"type": "pointerMove", "duration": 50, "x": int(x), "y": int(y), "origin": "viewport"}
-                  for x, y in points[1:]]
-        moves.append({"type": "pointerUp", "button": 0})
-        self.call("POST", "/actions", {"actions": [{"type": "pointer", "id": "mouse",
-                                                     "parameters": {"pointerType": "mouse"}, "actions": moves}]})
-
-    def close(self):
-        self.call("DELETE", "")
+    out = io.BytesIO()
+    Image.new("RGB", POSE_SIZE, GREEN).save(out, "PNG")
+    return out.getvalue()
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    driver = subprocess.Popen(["chromedriver", f"--port={port}"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2)
-                break
-            except OSError:
-                time.sleep(0.1)
-        with running_server(tmp_path_factory.mktemp("browser")) as url:
-            b = Browser(f"http://127.0.0.1:{port}")
-            b.url = url
+    with chromedriver() as open_browser, \
+            running_server(tmp_path_factory.mktemp("browser"), settings=QUIET_SETTINGS) as url:
+        upload_input(url, "pose.png", _green_png())  # the example's pose: a bright image, as a box may sit on
+        b = open_browser()
+        b.url = url
+        try:
             yield b
+        finally:
             b.close()
-    finally:
-        driver.terminate()
+
+
+# Whether this frontend's Vue nodes show an extension's DOM widget: a plain <div> on a stock node, polled.
+VUE_SHOWS_DOM_WIDGETS_JS = """
+  const done = arguments[arguments.length - 1];
+  app.graph.clear();
+  const node = LiteGraph.createNode('EmptyLatentImage');
+  const probe = document.createElement('div');
+  probe.style.height = '20px';
+  node.addDOMWidget('probe', 'probe', probe, {});
+  app.graph.add(node);
+  let tries = 0;
+  const poll = () => {
+    if (probe.closest('[data-node-id]') || ++tries > 30) { app.graph.clear(); done(!!probe.closest('[data-node-id]')); }
+    else setTimeout(poll, 100);
+  };
+  poll();
+"""
+
+
+def _open(browser, rendering):
+    """A fresh page in the given rendering; skips where this frontend cannot show it."""
+    open_app(browser, browser.url)
+    vue = has_vue_nodes(browser)
+    version = browser.js("return window.__COMFYUI_FRONTEND_VERSION__ || 'unknown'")
+    if rendering == "vue_nodes" and not vue:
+        pytest.skip(f"this ComfyUI's frontend ({version}) has no Vue node rendering (Comfy.VueNodes.Enabled); "
+                    "run with a newer COMFYUI_PATH")
+    if vue:
+        set_setting(browser, "Comfy.VueNodes.Enabled", rendering == "vue_nodes")
+    if rendering == "vue_nodes" and not browser.js_async(VUE_SHOWS_DOM_WIDGETS_JS):
+        pytest.skip(f"this frontend's Vue node rendering ({version}) shows no DOM widgets of extensions, so no "
+                    "box editor; classic rendering is tested")
 
 
 def _value(browser, node_id):
@@ -87,23 +97,9 @@ def _value(browser, node_id):
                                  ".find(w => w.name === 'regions_json').value", node_id))
 
 
-@pytest.mark.parametrize("rendering", ["canvas", "vue_nodes"])
+@pytest.mark.parametrize("rendering", RENDERINGS)
 def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
-    browser.call("POST", "/url", {"url": browser.url})  # a fresh page per rendering mode
-    for _ in range(100):
-        if browser.js("return !!(window.app && window.app.graph && window.LiteGraph && "
-                      "LiteGraph.registered_node_types['RegionBoxes'])"):
-            break
-        time.sleep(0.2)
-    has_vue = browser.js("return !!(app.ui?.settings?.getSettingValue && "
-                         "app.ui.settings.getSettingValue('Comfy.VueNodes.Enabled') !== undefined)")
-    if rendering == "vue_nodes" and not has_vue:
-        pytest.skip("this ComfyUI's frontend has no Vue node rendering (the 2024 UI); run with a newer COMFYUI_PATH")
-    if has_vue:
-        browser.js_async("const done = arguments[arguments.length - 1];"
-                         "app.ui.settings.setSettingValueAsync('Comfy.VueNodes.Enabled', arguments[0])"
-                         ".then(() => done(1));",
-                         rendering == "vue_nodes")
+    _open(browser, rendering)
     # A node that is then removed while its id is reused (what loading another workflow does): the Vue
     # renderer may keep showing the removed node's editor, whose edits must reach the new node.
     browser.js("""
@@ -187,14 +183,151 @@ def test_draw_move_prompt_queue_and_delete_a_box(browser, rendering):
     assert _value(browser, node_id)["regions"] == initial
 
 
+# What the editor of node arguments[0] shows, in screen pixels: its rects, its node's frame, label rects and
+# pixel statistics of the canvas (labels, the image between the boxes, across the first box's right edge).
+MEASURE_JS = NODE_RECT_FN + """
+  const node = app.graph.getNodeById(arguments[0]);
+  const editor = node.mixofshowEditor;
+  const root = node.widgets.find((w) => w.name === 'region_editor').element;
+  const canvas = root.querySelector('canvas');
+  const rect = (el) => {
+    const b = el.getBoundingClientRect();
+    return {left: b.left, top: b.top, right: b.right, bottom: b.bottom};
+  };
+  const c = canvas.getBoundingClientRect();
+  const sx = canvas.width / c.width, sy = canvas.height / c.height;
+  const pixels = (x, y, w, h) => {  // screen-pixel rect inside the canvas -> share of dark, white and green pixels
+    const data = canvas.getContext('2d').getImageData(Math.round(x * sx), Math.round(y * sy),
+                                                      Math.max(1, Math.round(w * sx)),
+                                                      Math.max(1, Math.round(h * sy))).data;
+    let dark = 0, white = 0, green = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      const [r, g, b] = [data[i], data[i + 1], data[i + 2]];
+      if (Math.max(r, g, b) < 80) dark++;
+      if (Math.min(r, g, b) > 200) white++;
+      if (g > 150 && r < 120 && b < 120) green++;
+    }
+    const n = data.length / 4;
+    return {dark: dark / n, white: white / n, green: green / n};
+  };
+  const first = editor.state.boxes[0];
+  return {
+    ready: !!(editor.state.image && editor.state.image.naturalWidth && editor.state.labels.length),
+    node: (({left, top, width, height}) => ({left, top, right: left + width, bottom: top + height}))(nodeRect(node.id)),
+    canvas: {...rect(canvas), width: c.width, height: c.height},
+    parts: [root, canvas, ...root.querySelectorAll('input, label, textarea')]
+      .filter((e) => e.getClientRects().length && getComputedStyle(e).display !== 'none').map(rect),
+    labels: editor.state.labels,
+    label_pixels: editor.state.labels.map((l) => pixels(l.x, l.y, l.width, l.height)),
+    between_boxes: pixels(c.width * 0.5, c.height * 0.45, 1, c.height * 0.1),
+    box_edge: first && pixels((first.x + first.width) * c.width - 5, (first.y + first.height / 2) * c.height, 10, 1),
+    json_shown: [...document.querySelectorAll('textarea, input')].filter((e) => e.getClientRects().length
+      && getComputedStyle(e).visibility !== 'hidden' && String(e.value).includes('"regions"')).length,
+    value_widget_visible: node.isWidgetVisible?.(node.widgets.find((w) => w.name === 'regions_json')) ?? null,
+  };
+"""
+
+
+def _settled(browser, node_id):
+    """Measure the editor once it shows the image and its labels and has stopped moving."""
+    previous = None
+    for _ in range(60):
+        time.sleep(0.4)
+        m = browser.js(MEASURE_JS, node_id)
+        if m["ready"] and previous and (m["canvas"], m["node"], m["parts"]) == (
+                previous["canvas"], previous["node"], previous["parts"]):
+            return m
+        previous = m
+    pytest.fail(f"the editor did not settle: {previous}")
+
+
+def _assert_in_frame(m):
+    frame = m["node"]
+    for part in m["parts"]:
+        assert (part["left"] >= frame["left"] - 1 and part["right"] <= frame["right"] + 1
+                and part["top"] >= frame["top"] - 1 and part["bottom"] <= frame["bottom"] + 1), (part, frame)
+
+
+def _assert_aspect(m, aspect):
+    """The canvas has the aspect of the image being made and the editor's full width (the node fits it)."""
+    assert abs(m["canvas"]["width"] / m["canvas"]["height"] / aspect - 1) < 0.02, (m["canvas"], aspect)
+    root = m["parts"][0]
+    assert m["canvas"]["width"] >= 0.97 * (root["right"] - root["left"]), (m["canvas"], root)
+
+
+@pytest.mark.parametrize("rendering", RENDERINGS)
+def test_the_example_workflow_opens_with_a_readable_editor_in_its_frame(browser, rendering):
+    _open(browser, rendering)
+    load_workflow(browser, json.loads(EXAMPLE.read_text()))  # the view the frontend picks: zoom untouched
+    m = _settled(browser, EDITOR_NODE)
+    _assert_aspect(m, POSE_SIZE[0] / POSE_SIZE[1])  # the linked 768x512 image
+    _assert_in_frame(m)
+
+    # Readable at this zoom: labels of at least one 11 px line on a dark backing with white text, over a
+    # bright green image that shows between the boxes; box strokes have a dark outline.
+    assert len(m["labels"]) == 2
+    for label, pixels in zip(m["labels"], m["label_pixels"]):
+        assert label["height"] >= 16 and label["width"] >= 30, label
+        assert pixels["dark"] > 0.4 and pixels["white"] > 0.03, pixels
+    assert m["between_boxes"]["green"] > 0.5, m["between_boxes"]
+    assert m["box_edge"]["dark"] > 0, m["box_edge"]
+
+    # The value is no text box of its own, but the workflow and the queued prompt carry it.
+    assert m["json_shown"] == 0 and m["value_widget_visible"] is False
+    saved = browser.js_async("""
+        const done = arguments[arguments.length - 1];
+        const node = app.graph.serialize().nodes.find((n) => n.id === arguments[0]);
+        app.graphToPrompt().then((p) => done({saved: node.widgets_values,
+                                              queued: p.output[String(arguments[0])].inputs}));""",
+                             EDITOR_NODE)
+    value = _value(browser, EDITOR_NODE)
+    assert len(value["regions"]) == 2
+    assert json.loads(saved["saved"][0]) == value and json.loads(saved["queued"]["regions_json"]) == value
+
+    # "show JSON" shows the value inside the frame; hiding it again leaves no text box.
+    browser.js("app.graph.getNodeById(arguments[0]).widgets.find((w) => w.name === 'region_editor')"
+               ".element.querySelector('input[type=checkbox]').click()", EDITOR_NODE)
+    m = _settled(browser, EDITOR_NODE)
+    assert m["json_shown"] == 1
+    _assert_aspect(m, POSE_SIZE[0] / POSE_SIZE[1])
+    _assert_in_frame(m)
+    browser.js("app.graph.getNodeById(arguments[0]).widgets.find((w) => w.name === 'region_editor')"
+               ".element.querySelector('input[type=checkbox]').click()", EDITOR_NODE)
+
+    # At 100 % zoom (the node brought into view) the editor keeps its shape and frame as well.
+    browser.js("""
+        const node = app.graph.getNodeById(arguments[0]);
+        app.canvas.ds.scale = 1;
+        app.canvas.ds.offset = [80 - node.pos[0], 120 - node.pos[1]];
+        app.canvas.setDirty(true, true);""", EDITOR_NODE)
+    m = _settled(browser, EDITOR_NODE)
+    _assert_aspect(m, POSE_SIZE[0] / POSE_SIZE[1])
+    _assert_in_frame(m)
+    assert all(label["height"] >= 16 for label in m["labels"])
+
+    # Without the image, the node's image_width x image_height shape the editor, and it still fits the frame.
+    browser.js("""
+        const node = app.graph.getNodeById(arguments[0]);
+        node.disconnectInput(node.inputs.findIndex((i) => i.name === 'image'));
+        for (const [name, value] of [['image_width', 512], ['image_height', 1024]]) {
+          const w = node.widgets.find((w) => w.name === name);
+          w.value = value;
+          w.callback?.(value);
+        }""", EDITOR_NODE)
+    previous, m = None, None
+    for _ in range(60):
+        time.sleep(0.4)
+        m = browser.js(MEASURE_JS, EDITOR_NODE)
+        if abs(m["canvas"]["width"] / m["canvas"]["height"] - 0.5) < 0.01 and m == previous:
+            break
+        previous = m
+    _assert_aspect(m, 0.5)
+    _assert_in_frame(m)
+
+
 def test_the_frontend_links_a_bounding_box_node_to_region_from_bounding_box(browser):
     """Newer frontends: core's BOUNDING_BOX output connects to the node's socket (not a widget)."""
-    browser.call("POST", "/url", {"url": browser.url})
-    for _ in range(100):
-        if browser.js("return !!(window.app && window.app.graph && window.LiteGraph && "
-                      "LiteGraph.registered_node_types['RegionFromBoundingBox'])"):
-            break
-        time.sleep(0.2)
+    open_app(browser, browser.url)
     if not browser.js("return !!LiteGraph.registered_node_types['PrimitiveBoundingBox']"):
         pytest.skip("this ComfyUI has no BOUNDING_BOX nodes (added in 2026); check one with COMFYUI_PATH")
     linked = browser.js("""

@@ -20,7 +20,8 @@ app.registerExtension({
   },
 });
 
-// Region Boxes node: the box editor widget, with the linked image (e.g. a pose) as background.
+// Region Boxes node: the box editor widget, shaped like the image being made, with the linked image (e.g.
+// a pose) as background (see region_box/widget.js).
 app.registerExtension({
   name: "MixOfShow.RegionBox",
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -32,17 +33,8 @@ app.registerExtension({
       // its id (see widget.js).
       const node = this;
       this.mixofshowEditor = attachRegionEditor(this, () => (node.graph ?? app.graph)?.getNodeById?.(node.id));
-      const size = this.computeSize();
-      this.setSize([Math.max(size[0], 320), Math.max(size[1], 420)]);
-      return result;
-    };
-    const onDrawBackground = nodeType.prototype.onDrawBackground;
-    nodeType.prototype.onDrawBackground = function () {
-      const result = onDrawBackground?.apply(this, arguments);
-      const link = this.inputs?.find((i) => i.name === "image")?.link;
-      const source = link != null ? app.graph.links[link] : null;
-      const image = source ? app.graph.getNodeById(source.origin_id)?.imgs?.[0] : null;
-      if (this.mixofshowEditor && image && this.mixofshowEditor.state.image !== image) this.mixofshowEditor.setImage(image);
+      this.setSize([Math.max(this.size[0], 320), this.size[1]]);
+      this.setSize([this.size[0], this.computeSize()[1]]);  // the editor's height depends on the width
       return result;
     };
   },
