@@ -4,12 +4,21 @@ The official ED-LoRA layer computes ``y = W x + b + alpha * up(down(x))``: the s
 itself, **not** ``alpha / rank`` as in kohya-style files. With rank 4 and alpha 1.0 (the shipped
 configs) the delta is ``1.0 * up @ down``. Exporters that target ``alpha / rank`` loaders therefore
 store ``alpha * rank`` (see formats/kohya.py).
+
+The research branch also adapts 1x1 convolutions (``proj_in``/``proj_out`` of SD1.5's transformers):
+factors ``down [r, in, 1, 1]`` and ``up [out, r, 1, 1]``, delta ``alpha * up @ down`` on the squeezed
+factors, reshaped to the weight's ``[out, in, 1, 1]``. A 1x1 convolution is a linear map over channels,
+so ``LoRAPair.from_factors`` keeps its factors as matrices; hosts reshape the delta to the weight's shape.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+from .errors import ConceptFileError
+
+SUPPORTED_SHAPES = "linear [rank, in] / [out, rank], or 1x1 convolution [rank, in, 1, 1] / [out, rank, 1, 1]"
 
 
 @dataclass(frozen=True)
@@ -18,6 +27,26 @@ class LoRAPair:
 
     down: torch.Tensor
     up: torch.Tensor
+
+    @classmethod
+    def from_factors(cls, down: torch.Tensor, up: torch.Tensor, down_key: str, up_key: str) -> LoRAPair:
+        """A pair from a file's factors, linear or 1x1 convolution; ConceptFileError naming the key otherwise."""
+        matrices = []
+        for key, factor in ((down_key, down), (up_key, up)):
+            if factor.dim() == 4 and tuple(factor.shape[2:]) == (1, 1):
+                factor = factor.reshape(factor.shape[0], factor.shape[1])  # 1x1 convolution: channels only
+            elif factor.dim() != 2:
+                raise ConceptFileError(
+                    f"LoRA key '{key}' has shape {list(factor.shape)}, which this pack cannot apply. "
+                    f"Supported: {SUPPORTED_SHAPES}."
+                )
+            matrices.append(factor)
+        if matrices[0].shape[0] != matrices[1].shape[1]:
+            raise ConceptFileError(
+                f"LoRA keys '{down_key}' {list(down.shape)} and '{up_key}' {list(up.shape)} disagree on the rank. "
+                f"Supported: {SUPPORTED_SHAPES}, with one rank."
+            )
+        return cls(down=matrices[0], up=matrices[1])
 
     @property
     def rank(self) -> int:
@@ -37,7 +66,7 @@ class LoRAPair:
             raise ValueError(
                 f"LoRA '{name}': expected down [rank, in] and up [out, rank] with the same rank, "
                 f"found down {list(self.down.shape)} and up {list(self.up.shape)}. "
-                "The file is damaged or not an ED-LoRA file."
+                "Build pairs from file factors with LoRAPair.from_factors (it also takes 1x1 convolutions)."
             )
 
     def delta(self, alpha: float) -> torch.Tensor:

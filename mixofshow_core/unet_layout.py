@@ -153,7 +153,8 @@ def map_unet_modules(layout: UNetLayout, modules: list[str]) -> dict[str, str]:
     if unmapped:
         shown = ", ".join(unmapped[:12]) + (f" (+{len(unmapped) - 12} more)" if len(unmapped) > 12 else "")
         raise KeyMappingError(
-            f"{len(unmapped)} UNet LoRA module(s) have no counterpart in this model: {shown}. "
-            "The concept was trained on a different UNet architecture; load it on its own base family."
+            f"{len(unmapped)} UNet LoRA module(s) have no counterpart in this model: {shown}. Supported: layers "
+            "inside its attention blocks (attn1/attn2 projections, ff layers, proj_in/proj_out). Otherwise the "
+            "concept was trained on a different UNet architecture; load it on its own base family."
         )
     return mapped

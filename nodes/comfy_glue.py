@@ -14,6 +14,7 @@ Design of layer-wise conditioning (spec §1.2) in ComfyUI:
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from typing import Any
@@ -164,20 +165,46 @@ def register_words(clip: Any, concept: Concept, layers: int, source: str) -> Non
 
 # ---------------------------------------------------------------- applying a concept
 def _check_lora_keys(model: Any, clip: Any, concept: Concept, layout: UNetLayout) -> None:
-    """Every LoRA module must land on an existing weight, else fail listing the strays."""
+    """Every LoRA module must land on an existing weight of its shape, else fail listing the strays.
+
+    A weight fits factors ``down [r, in]``, ``up [out, r]`` when it is ``[out, in]`` (linear) or
+    ``[out, in, 1, 1]`` (1x1 convolution: SD1.5's proj_in/proj_out; SDXL's are linear): the host reshapes
+    ``up @ down`` to the weight's own shape.
+    """
     unet_keys = comfy.lora.model_lora_keys_unet(model.model, {})
     clip_keys = comfy.lora.model_lora_keys_clip(clip.cond_stage_model, {})
     ours = map_unet_modules(layout, list(concept.unet_lora))
-    strays = [
-        m for m, ldm in ours.items()
-        if unet_keys.get(kohya.lora_name(kohya.UNET_PREFIX, m)) != f"diffusion_model.{ldm}.weight"
-    ]
-    strays += [m for m in concept.text_lora if kohya.lora_name(kohya.TEXT_PREFIX, m) not in clip_keys]
+    targets: dict[str, tuple[torch.nn.Module, str, Any]] = {}  # module -> (root, weight key, pair)
+    strays = []
+    for m, ldm in ours.items():
+        key = unet_keys.get(kohya.lora_name(kohya.UNET_PREFIX, m))
+        if key != f"diffusion_model.{ldm}.weight":
+            strays.append(m)
+        else:
+            targets[m] = (model.model, key, concept.unet_lora[m])
+    for m, pair in concept.text_lora.items():
+        key = clip_keys.get(kohya.lora_name(kohya.TEXT_PREFIX, m))
+        if not isinstance(key, str):
+            strays.append(m)
+        else:
+            targets[m] = (clip.cond_stage_model, key, pair)
     if strays:
         shown = ", ".join(sorted(strays)[:12]) + (f" (+{len(strays) - 12} more)" if len(strays) > 12 else "")
         raise KeyMappingError(
             f"{len(strays)} LoRA module(s) of concept '{concept.name}' have no weight in this model: {shown}. "
             "The concept was trained on a different architecture."
+        )
+    misfits = []
+    for m, (root, key, pair) in targets.items():
+        shape = tuple(root.get_submodule(key[: -len(".weight")]).weight.shape)
+        if shape[0] != pair.out_features or math.prod(shape[1:]) != pair.in_features or len(shape) not in (2, 4):
+            misfits.append(f"{m} (LoRA [{pair.out_features}, {pair.in_features}], weight {list(shape)})")
+    if misfits:
+        shown = ", ".join(sorted(misfits)[:6]) + (f" (+{len(misfits) - 6} more)" if len(misfits) > 6 else "")
+        raise KeyMappingError(
+            f"{len(misfits)} LoRA module(s) of concept '{concept.name}' do not fit this model's weights: {shown}. "
+            "Supported: a linear weight [out, in] or a 1x1 convolution [out, in, 1, 1]; the concept was trained "
+            "on a model of other widths."
         )
 
 

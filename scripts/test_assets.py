@@ -3,7 +3,8 @@
 * ``sd15_checkpoint``: a full-size SD1.5-shaped checkpoint (real key layout, UNet 860 M and CLIP-L
   123 M parameters, TAESD VAE) with seeded random fp16 weights, cached by version.
 * ``official_edlora_checkpoint``: a ``.pth`` laid out exactly as the original Mix-of-Show code saves
-  one (spec §1.9), written from the spec's table, independently of the pack's own code.
+  one (spec §1.9, main or research branch), written from the spec's table, independently of the pack's
+  own code.
 """
 from __future__ import annotations
 
@@ -72,27 +73,64 @@ def sd15_checkpoint(cache_dir: str, seed: int = 0) -> str:
     return path
 
 
+def attention_blocks(model_channels: int, channel_mult=(1, 2, 4, 4)) -> list[tuple[str, int]]:
+    """The spec §0.1 table for an SD1-layout UNet of another width: (diffusers attention block, channels).
+
+    Down levels 0-2 hold two attention blocks each, then the middle block, then up levels 1-3 three each
+    (up level u mirrors down level 3 - u); ``attention_blocks(320)`` is SD15_ATTENTION_BLOCKS.
+    """
+    width = [model_channels * m for m in channel_mult]
+    down = [(f"down_blocks.{level}.attentions.{j}", width[level]) for level in range(3) for j in range(2)]
+    up = [(f"up_blocks.{u}.attentions.{j}", width[3 - u]) for u in range(1, 4) for j in range(3)]
+    return down + [("mid_block.attentions.0", width[-1])] + up
+
+
 def official_edlora_checkpoint(path: str, words=("<potter1>", "<potter2>"), seed: int = 0, layers: int = 16,
-                               width: int = 768, research_keys: bool = False) -> str:
-    """Write a checkpoint with the original code's exact keys and shapes (random values)."""
+                               width: int = 768, research_keys: bool = False, research_modules: bool = False,
+                               conv_proj: bool = True, blocks=None, text_layers: int = 12,
+                               text_mlp: int | None = None) -> str:
+    """Write a checkpoint with the original code's exact keys and shapes (random values).
+
+    Default: the main branch's layout (spec §1.9). ``research_keys``: the research branch's key names
+    (``<module>_lora.down.weight``). ``research_modules``: the research branch's wider targets
+    (``where: Transformer2DModel`` / ``CLIPEncoderLayer``): besides attention, each transformer's
+    ``proj_in``/``proj_out`` (1x1 convolutions on SD1.5: factors ``[r, c, 1, 1]`` / ``[c, r, 1, 1]``;
+    ``conv_proj=False`` gives the linear ones of SD2/SDXL), its feed-forward ``ff.net.0.proj`` (GEGLU,
+    c -> 8c) and ``ff.net.2`` (4c -> c), and the text encoder's ``mlp.fc1``/``mlp.fc2`` (width <->
+    ``text_mlp``, default 4 * width). ``blocks``: (attention block, channels), default SD1.5's;
+    ``text_layers``: text-encoder layers (12 for CLIP-L).
+    """
     g = torch.Generator().manual_seed(seed)
+    blocks = SD15_ATTENTION_BLOCKS if blocks is None else blocks
+    text_mlp = 4 * width if text_mlp is None else text_mlp
     down_end, up_end = ("_lora.down.weight", "_lora.up.weight") if research_keys else (".lora_down.weight",
                                                                                        ".lora_up.weight")
+
+    def lora(out: dict, module: str, fan_in: int, fan_out: int, conv: bool = False) -> None:
+        kernel = (1, 1) if conv else ()
+        out[module + down_end] = torch.randn(4, fan_in, *kernel, generator=g) * 0.02  # (r, in[, 1, 1])
+        out[module + up_end] = torch.randn(fan_out, 4, *kernel, generator=g) * 0.02  # (out, r[, 1, 1])
+
     emb = {w: torch.randn(layers, width, generator=g) * 0.3 for w in words}  # (16, 768)
     text = {}
-    for i in range(12):
+    for i in range(text_layers):
         for p in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            m = f"text_model.encoder.layers.{i}.self_attn.{p}"
-            text[m + down_end] = torch.randn(4, width, generator=g) * 0.02
-            text[m + up_end] = torch.randn(width, 4, generator=g) * 0.02
+            lora(text, f"text_model.encoder.layers.{i}.self_attn.{p}", width, width)
+        if research_modules:
+            lora(text, f"text_model.encoder.layers.{i}.mlp.fc1", width, text_mlp)
+            lora(text, f"text_model.encoder.layers.{i}.mlp.fc2", text_mlp, width)
     unet = {}
-    for block, channels in SD15_ATTENTION_BLOCKS:
+    for block, channels in blocks:
+        if research_modules:
+            lora(unet, f"{block}.proj_in", channels, channels, conv=conv_proj)
         for attn in ("attn1", "attn2"):
             for p in ("to_q", "to_k", "to_v", "to_out.0"):
-                m = f"{block}.transformer_blocks.0.{attn}.{p}"
                 fan_in = width if attn == "attn2" and p in ("to_k", "to_v") else channels
-                unet[m + down_end] = torch.randn(4, fan_in, generator=g) * 0.02
-                unet[m + up_end] = torch.randn(channels, 4, generator=g) * 0.02
+                lora(unet, f"{block}.transformer_blocks.0.{attn}.{p}", fan_in, channels)
+        if research_modules:
+            lora(unet, f"{block}.transformer_blocks.0.ff.net.0.proj", channels, 8 * channels)
+            lora(unet, f"{block}.transformer_blocks.0.ff.net.2", 4 * channels, channels)
+            lora(unet, f"{block}.proj_out", channels, channels, conv=conv_proj)
     torch.save({"params": {"new_concept_embedding": emb, "text_encoder": text, "unet": unet}}, path)
     return path
 

@@ -25,10 +25,13 @@ from ..concept import Concept
 from ..errors import ConceptFileError
 from ..files import save_safetensors_atomic
 from ..lora import LoRAPair
+from . import file_kinds
 
 FORMAT = "edlora"
 FORMAT_VERSION = 1
 _PARTS = ("text_encoder", "unet")
+_AGAIN = "Copy or download the file again, or export it again."
+_CHOOSE = "Choose the concept file (.safetensors or .pth) that ED-LoRA training or export wrote."
 
 
 def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
@@ -57,11 +60,27 @@ def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
     return save_safetensors_atomic(tensors, path, metadata)
 
 
-def _open_error(path: Path, err: Exception) -> ConceptFileError:
-    return ConceptFileError(
-        f"{path.name} cannot be read as safetensors ({type(err).__name__}: {err}). The file is corrupt "
-        "or truncated (an interrupted download or copy?); copy it again or re-export it."
-    )
+def _unreadable(path: Path) -> str:
+    """What is wrong with a file safetensors refused, from its header bytes (one sentence each: found, to do)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        start = f.read(9)
+        if len(start) < 9 or start[8:9] != b"{":  # 8-byte header length, then a JSON object
+            return (f"{path.name} is not a safetensors file: it holds {file_kinds.describe(file_kinds.head(path))}. "
+                    f"{_CHOOSE}")
+        header_size = int.from_bytes(start[:8], "little")
+        if 8 + header_size > size:
+            return (f"{path.name} is truncated: its header needs {header_size} bytes but the file ends after "
+                    f"{size - 8}. {_AGAIN}")
+        try:
+            header = json.loads(b"{" + f.read(max(header_size - 1, 0)))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (ValueError, TypeError, KeyError, IndexError):
+            return f"{path.name} is damaged: its header is not valid safetensors JSON. {_AGAIN}"
+    needed = 8 + header_size + max(ends, default=0)
+    if needed > size:
+        return f"{path.name} is truncated: it has {size} of its {needed} bytes. {_AGAIN}"
+    return f"{path.name} is damaged: its header and tensor data disagree. {_AGAIN}"
 
 
 def read(path: Path) -> Concept | None:
@@ -77,7 +96,7 @@ def read(path: Path) -> Concept | None:
     except ConceptFileError:
         raise
     except Exception as err:  # safetensors raises its own error types for damaged headers/data
-        raise _open_error(path, err) from err
+        raise ConceptFileError(_unreadable(path)) from err
     return _from_tensors(path, meta, tensors)
 
 
@@ -126,7 +145,7 @@ def _from_tensors(path: Path, meta: dict[str, str], tensors: dict[str, torch.Ten
     if unknown:
         raise ConceptFileError(
             f"{path.name}: unknown tensors {sorted(unknown)[:12]}; the file was not written by this pack.")
-    pairs = {part: _pairs(path, found) for part, found in loras.items()}
+    pairs = {part: _pairs(path, part, found) for part, found in loras.items()}
     concept = Concept(
         words=words,
         embeddings=embeddings,
@@ -144,8 +163,9 @@ def _from_tensors(path: Path, meta: dict[str, str], tensors: dict[str, torch.Ten
     return concept
 
 
-def _pairs(path: Path, found: dict[str, dict[str, torch.Tensor]]) -> dict[str, LoRAPair]:
+def _pairs(path: Path, part: str, found: dict[str, dict[str, torch.Tensor]]) -> dict[str, LoRAPair]:
     half = [m for m, f in found.items() if set(f) != {"down", "up"}]
     if half:
         raise ConceptFileError(f"{path.name}: LoRA modules missing their down or up half: {sorted(half)[:12]}.")
-    return {m: LoRAPair(down=f["down"], up=f["up"]) for m, f in found.items()}
+    return {m: LoRAPair.from_factors(f["down"], f["up"], f"{part}.{m}.lora_down.weight", f"{part}.{m}.lora_up.weight")
+            for m, f in found.items()}

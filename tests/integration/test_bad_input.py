@@ -55,16 +55,12 @@ def test_lora_on_modules_the_model_lacks_is_refused_listing_them(host, testbed):
     assert "down_blocks.0.resnets.0.conv1" in str(err.value)
 
 
-def test_errors_reach_the_user_through_the_executor(host, tmp_path):
-    import comfy_host
-
-    path = os.path.join(host.models("edloras"), "cut.safetensors")
-    with open(path, "wb") as f:
-        f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")  # header cut short
-    prompt = {
+def _loader_prompt(concept_name):
+    """Checkpoint -> EDLoRALoader -> encode -> KSampler -> SaveLatent, as a user would wire it."""
+    return {
         "1": {"class_type": "TestbedCheckpointLoader", "inputs": {"variant": "tiny-random-sd1", "seed": 0}},
         "2": {"class_type": "EDLoRALoader", "inputs": {"model": ["1", 0], "clip": ["1", 1],
-                                                       "concept_name": "cut.safetensors",
+                                                       "concept_name": concept_name,
                                                        "strength_model": 1.0, "strength_clip": 1.0}},
         "3": {"class_type": "EDLoRATextEncode", "inputs": {"clip": ["2", 1], "text": "x"}},
         "4": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["3", 0]}},
@@ -74,11 +70,83 @@ def test_errors_reach_the_user_through_the_executor(host, tmp_path):
         "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
         "7": {"class_type": "SaveLatent", "inputs": {"samples": ["5", 0], "filename_prefix": "x"}},
     }
+
+
+def _executor_error(prompt) -> tuple[str, str]:
+    """(exception type, message) the executor reports to the user for a failed prompt."""
+    import comfy_host
+
     result = comfy_host.run_prompt(prompt)
     assert not result.success
-    assert "ConceptFileError" in result.error and "corrupt or truncated" in result.error
+    errors = [data for event, data in result.messages if event == "execution_error"]
+    assert errors, result.error
+    return errors[-1]["exception_type"], errors[-1]["exception_message"]
+
+
+def test_errors_reach_the_user_through_the_executor(host, tmp_path):
+    import comfy_host
+
+    path = os.path.join(host.models("edloras"), "cut.safetensors")
+    with open(path, "wb") as f:
+        f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")  # header cut short
+    prompt = _loader_prompt("cut.safetensors")
+    kind, message = _executor_error(prompt)
+    assert "ConceptFileError" in kind and "cut.safetensors is truncated" in message
     prompt["2"]["inputs"]["concept_name"] = "does_not_exist.safetensors"
     assert "validation failed" in comfy_host.run_prompt(prompt).error
+
+
+def _write_unloadable(path, kind):
+    import pickle
+
+    ckpt = {"params": {"new_concept_embedding": {"<a1>": torch.randn(16, 64)}}}
+    if kind == "random_bytes.pth":
+        data = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+        open(path, "wb").write(data.numpy().tobytes())
+    elif kind == "notes_text.pth":
+        open(path, "w").write("unet_alpha: 1.0\ntext_encoder_alpha: 1.0\n" * 20)
+    elif kind == "photo_png.pth":
+        open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    elif kind in ("zip_cut.pth", "legacy_cut.pth"):
+        torch.save(ckpt, path, _use_new_zipfile_serialization=kind == "zip_cut.pth")
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+    elif kind == "code_pickle.pth":
+        class Payload:
+            def __reduce__(self):
+                return (print, ("this must never run",))
+
+        with open(path, "wb") as f:
+            pickle.dump({"params": {"new_concept_embedding": Payload()}}, f)
+    elif kind == "noise.safetensors":
+        data = torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+        open(path, "wb").write(data.numpy().tobytes())
+    elif kind == "half.safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"embedding.0": torch.randn(16, 64)}, path, {"mixofshow.format": "edlora"})
+        data = open(path, "rb").read()
+        open(path, "wb").write(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("name,found,todo", [
+    ("random_bytes.pth", "is not a checkpoint", "Choose the concept file"),
+    ("notes_text.pth", "is not a checkpoint: it holds text", "Choose the concept file"),
+    ("photo_png.pth", "is not a checkpoint: it holds a PNG image", "Choose the concept file"),
+    ("zip_cut.pth", "is truncated or damaged", "download the file again"),
+    ("legacy_cut.pth", "is truncated", "download the file again"),
+    ("code_pickle.pth", "asks to run code (builtins.print)", "Re-save the concept's tensors as safetensors"),
+    ("noise.safetensors", "is not a safetensors file", "Choose the concept file"),
+    ("half.safetensors", "is truncated", "download the file again"),
+])
+def test_unloadable_files_get_short_messages_in_the_executor(host, name, found, todo, capsys):
+    _write_unloadable(os.path.join(host.models("edloras"), name), name)
+    kind, message = _executor_error(_loader_prompt(name))
+    assert "ConceptFileError" in kind
+    assert message.startswith((name, f"Refused to load {name}")) and found in message and todo in message, message
+    assert len(message) <= 300, (len(message), message)
+    assert "weights_only" not in message and "Error" not in message, message
+    assert "this must never run" not in capsys.readouterr().out
 
 
 def test_code_carrying_pth_is_refused_in_the_loader(host, testbed, tmp_path):

@@ -2,12 +2,14 @@
 import json
 import os
 import pickle
+import re
 
 import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+import test_assets
 from mixofshow_core.errors import ConceptFileError
 from mixofshow_core.files import atomic_write
 from mixofshow_core.formats import kohya, load_concept
@@ -54,30 +56,148 @@ def test_original_mixofshow_checkpoints_import(tmp_path, concept, research):
     _same(concept, loaded)
 
 
-def test_pickle_carrying_code_is_refused_and_not_run(tmp_path):
-    marker = tmp_path / "pwned"
+def test_research_branch_checkpoint_with_conv_and_feed_forward_loras_imports(tmp_path):
+    path = test_assets.official_edlora_checkpoint(str(tmp_path / "research.pth"), research_keys=True,
+                                                  research_modules=True)
+    raw = torch.load(path, weights_only=True)["params"]
+    loaded = load_concept(path)
+    assert len(loaded.unet_lora) == 16 * 12 and len(loaded.text_lora) == 12 * 6
+    for part, loras in (("unet", loaded.unet_lora), ("text_encoder", loaded.text_lora)):
+        for module, pair in loras.items():
+            down, up = raw[part][module + "_lora.down.weight"], raw[part][module + "_lora.up.weight"]
+            assert (pair.rank, pair.in_features, pair.out_features) == (down.shape[0], down.shape[1], up.shape[0])
+    block = "up_blocks.3.attentions.2"
+    for part, module in (("unet", f"{block}.proj_in"), ("unet", f"{block}.proj_out"),
+                         ("unet", f"{block}.transformer_blocks.0.ff.net.0.proj"),
+                         ("unet", f"{block}.transformer_blocks.0.ff.net.2"),
+                         ("unet", f"{block}.transformer_blocks.0.attn2.to_k"),
+                         ("text_encoder", "text_model.encoder.layers.11.mlp.fc1")):
+        down, up = raw[part][module + "_lora.down.weight"], raw[part][module + "_lora.up.weight"]
+        official = up.squeeze() @ down.squeeze()  # research branch: squeeze 1x1 convolutions, then up @ down
+        pair = (loaded.unet_lora if part == "unet" else loaded.text_lora)[module]
+        assert torch.equal(pair.delta(1.0), official), module
+    assert raw["unet"][f"{block}.proj_in_lora.down.weight"].shape == (4, 320, 1, 1)  # the file's conv factors
+    ff = loaded.unet_lora[f"{block}.transformer_blocks.0.ff.net.0.proj"]
+    assert (ff.in_features, ff.out_features) == (320, 2560)
 
+
+def test_unsupported_lora_shapes_and_keys_are_named_with_their_shape(tmp_path):
+    path = test_assets.official_edlora_checkpoint(str(tmp_path / "r.pth"), research_keys=True, research_modules=True)
+    ckpt = torch.load(path, weights_only=True)
+    key = "down_blocks.0.attentions.0.proj_in_lora.down.weight"
+    ckpt["params"]["unet"][key] = torch.zeros(4, 320, 3, 3)  # a 3x3 convolution: not what ED-LoRA adapts
+    torch.save(ckpt, tmp_path / "conv3.pth")
+    with pytest.raises(ConceptFileError) as err:
+        load_concept(tmp_path / "conv3.pth")
+    message = str(err.value)
+    assert key in message and "[4, 320, 3, 3]" in message and "1x1" in message, message
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["params"]["unet"]["down_blocks.0.attentions.0.proj_in_lora.alpha"] = torch.tensor(1.0)
+    torch.save(ckpt, tmp_path / "alpha.pth")
+    with pytest.raises(ConceptFileError) as err:
+        load_concept(tmp_path / "alpha.pth")
+    message = str(err.value)
+    assert "down_blocks.0.attentions.0.proj_in_lora.alpha []" in message and "_lora.down.weight" in message, message
+
+
+def _code_pickle(path, marker, container="pickle"):
     class Payload:
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    path = tmp_path / "evil.pth"
-    with open(path, "wb") as f:
-        pickle.dump({"params": Payload()}, f)
-    with pytest.raises(ConceptFileError, match="never executes code"):
-        load_concept(path)
+    if container == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump({"params": Payload()}, f)
+    else:  # what torch.save writes: its zip format, or the legacy one
+        torch.save({"params": {"new_concept_embedding": Payload()}}, path,
+                   _use_new_zipfile_serialization=container == "zip")
+
+
+@pytest.mark.parametrize("container", ["pickle", "zip", "legacy"])
+def test_pickle_carrying_code_is_refused_and_not_run(tmp_path, container):
+    marker = tmp_path / "pwned"
+    _code_pickle(tmp_path / "evil.pth", marker, container)
+    with pytest.raises(ConceptFileError, match="never executes code") as err:
+        load_concept(tmp_path / "evil.pth")
     assert not marker.exists()
+    message = str(err.value)
+    assert len(message) <= 300 and re.search(r"\((builtins|io)\.open\)", message) and "weights_only" not in message
+    assert "safetensors" in message  # what to do
 
 
-def test_truncated_and_corrupt_files_get_clear_errors(tmp_path, concept):
-    path = write(concept, tmp_path / "c.safetensors")
+def _bad_pth(tmp_path, kind: str):
+    """A .pth that cannot be loaded, of the given kind; returns its path."""
+    path = tmp_path / f"{kind}.pth"
+    ckpt = {"params": {"new_concept_embedding": {"<a1>": torch.randn(16, 768)}}}
+    if kind == "random_bytes":
+        path.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
+    elif kind == "text_file":
+        path.write_text("lora_path: concepts/potter.pth\nunet_alpha: 1.0\n" * 20)
+    elif kind == "png_image":
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    elif kind == "jpeg_image":
+        path.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4)
+    elif kind == "zip_cut_in_half":
+        torch.save(ckpt, path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "zip_header_only":
+        path.write_bytes(b"PK\x03\x04garbage")
+    elif kind in ("legacy_cut_in_half", "legacy_cut_in_pickle"):
+        torch.save(ckpt, path, _use_new_zipfile_serialization=False)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2] if kind == "legacy_cut_in_half" else data[:200])
+    elif kind == "plain_pickle_cut":
+        path.write_bytes(pickle.dumps({"params": {"x": list(range(1000))}}, protocol=4)[:300])
+    return path
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("random_bytes", "not a checkpoint"), ("text_file", "not a checkpoint"), ("png_image", "not a checkpoint"),
+    ("jpeg_image", "not a checkpoint"), ("zip_cut_in_half", "truncated"), ("zip_header_only", "truncated"),
+    ("legacy_cut_in_half", "truncated"), ("legacy_cut_in_pickle", "truncated"), ("plain_pickle_cut", "truncated"),
+])
+def test_unloadable_pth_files_are_named_for_what_they_are(tmp_path, kind, expected):
+    path = _bad_pth(tmp_path, kind)
+    with pytest.raises(ConceptFileError) as err:
+        load_concept(path)
+    message = str(err.value)
+    assert expected in message and path.name in message, message
+    assert len(message) <= 300, (len(message), message)
+    assert "run code" not in message and "weights_only" not in message
+    assert not re.search(r"\w+Error\b|Errno", message), message  # what was found, not a Python exception
+    assert ("again" in message) if expected == "truncated" else ("concept file" in message)
+
+
+def _bad_safetensors(tmp_path, concept, kind: str):
+    path = write(concept, tmp_path / f"{kind}.safetensors")
     data = path.read_bytes()
-    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
-    (tmp_path / "noise.safetensors").write_bytes(os.urandom(4096))
-    (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04garbage")
-    for name in ("cut.safetensors", "noise.safetensors", "cut.pth"):
-        with pytest.raises(ConceptFileError, match="corrupt or truncated"):
-            load_concept(tmp_path / name)
+    if kind == "cut_in_half":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "header_cut":
+        path.write_bytes(data[:40])
+    elif kind == "random_bytes":
+        path.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
+    elif kind == "too_short":
+        path.write_bytes(b"\x10\x00")
+    elif kind == "text_file":
+        path.write_text("not a model, just some notes about a concept\n" * 10)
+    return path
+
+
+@pytest.mark.parametrize("kind,expected", [
+    ("cut_in_half", "truncated"), ("header_cut", "truncated"), ("random_bytes", "not a safetensors file"),
+    ("too_short", "not a safetensors file"), ("text_file", "not a safetensors file"),
+])
+def test_unloadable_safetensors_get_short_messages(tmp_path, concept, kind, expected):
+    path = _bad_safetensors(tmp_path, concept, kind)
+    with pytest.raises(ConceptFileError) as err:
+        load_concept(path)
+    message = str(err.value)
+    assert expected in message and path.name in message, message
+    assert len(message) <= 300, (len(message), message)
+    assert not re.search(r"\w+Error\b|Errno", message), message
+    assert ("again" in message) if expected == "truncated" else ("concept file" in message)
 
 
 def test_unknown_tensors_and_unknown_checkpoint_keys_are_listed(tmp_path, concept):
