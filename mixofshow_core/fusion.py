@@ -10,6 +10,10 @@ solution closest to W₀ (what L-BFGS started at W₀ converges to) is
 
     W* = W₀ + (Σ_i ΔW_i G_i) (G + λI)⁺.
 
+With an anchor A (e.g. the weight average Σ_i ΔW_i / n) the ridge pulls toward W₀ + A instead of W₀:
+``λ ‖W − W₀ − A‖²``, so ``W* = W₀ + A + (C − A G)(G + λI)⁺``. Directions the features barely excite then
+keep the average's change rather than being extrapolated (benchmarks/bench_fusion_safety.py).
+
 ``GramStats`` accumulates ``G`` and ``C = Σ_i ΔW_i G_i`` while features stream past (no feature
 storage: memory does not grow with the number of concepts or rows). Modules that read the same input
 (e.g. attn1 to_q/to_k/to_v) share one Gram matrix. ``lbfgs_fuse`` is the paper's per-layer L-BFGS on
@@ -94,25 +98,19 @@ class GramStats:
                 self.cross[module] += weight * (delta.to(g) @ g)
                 self.energy[module] += weight * ((rows @ delta.to(g).T) ** 2).sum()
 
-    def merge(self, other: "GramStats") -> None:
-        """Add another accumulator's statistics (e.g. from another worker or batch)."""
-        self.gram += other.gram.to(self.gram)
-        self.rows += other.rows
-        for module, c in other.cross.items():
-            self.cross[module] += c.to(self.gram)
-            self.energy[module] += other.energy[module].to(self.gram)
-
-    def solve(self, ridge: float = 0.0, rtol: float = 1e-10,
-              out_dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    def solve(self, ridge: float = 0.0, rtol: float = 1e-10, out_dtype: torch.dtype = torch.float32,
+              anchor: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Fused deltas ``W* − W₀`` per module, [out, in] in ``out_dtype``.
 
         Args:
             ridge: λ as a fraction of the mean Gram eigenvalue (tr(G)/in); 0 = the exact
                 minimum-change solution.
             rtol: eigenvalues below rtol·max are treated as zero in the pseudo-inverse.
+            anchor: module -> the change the ridge pulls toward, [out, in] (None: no change, W₀).
         """
         names = list(self.cross)
-        stacked = torch.cat([self.cross[m] for m in names])  # (Σ out, in)
+        base = torch.cat([anchor[m].to(self.gram) if anchor else torch.zeros_like(self.cross[m]) for m in names])
+        stacked = torch.cat([self.cross[m] for m in names]) - base @ self.gram  # (Σ out, in): C − A G
         if ridge > 0:  # G + λI is positive definite: Cholesky, ~20x cheaper than an eigendecomposition
             scale = ridge * torch.trace(self.gram) / self.in_features
             eye = torch.eye(self.in_features, dtype=self.gram.dtype, device=self.gram.device)
@@ -123,6 +121,7 @@ class GramStats:
                 solved = stacked @ torch.linalg.pinv(self.gram + scale * eye, hermitian=True, rtol=rtol)
         else:
             solved = stacked @ torch.linalg.pinv(self.gram, hermitian=True, rtol=rtol)  # (Σ out, in)
+        solved = solved + base
         parts = solved.split([self.cross[m].shape[0] for m in names])
         return {m: p.to(out_dtype) for m, p in zip(names, parts)}
 

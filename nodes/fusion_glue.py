@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -55,6 +56,8 @@ class FusionReport:
     seconds: dict[str, float]
     residual: dict[str, float] = field(default_factory=dict)
     growth: dict[str, tuple[float, str]] = field(default_factory=dict)
+    statistics_s: dict[str, float] = field(default_factory=dict)  # folding features into Gram statistics
+    solve_s: dict[str, float] = field(default_factory=dict)  # the per-layer solves
 
     def text(self) -> str:
         parts = [f"fused {len(self.concepts)} concept(s): {', '.join(self.concepts)}"]
@@ -65,6 +68,10 @@ class FusionReport:
                 line += f", max relative residual {self.residual[stage]:.2e}"
             if stage in self.growth:
                 line += f", largest change {self.growth[stage][0]:.2f}x the concepts' own ({self.growth[stage][1]})"
+            if stage in self.solve_s:
+                features = self.seconds.get(stage, 0.0) - self.statistics_s[stage] - self.solve_s[stage]
+                line += (f"; time: features {features:.2f} s, statistics {self.statistics_s[stage]:.2f} s, "
+                         f"solve {self.solve_s[stage]:.2f} s")
             parts.append(line)
         return "\n".join(parts)
 
@@ -97,6 +104,12 @@ def _unet_group(name: str) -> str:
     return re.sub(r"\.attn1\.to_[qkv]$", ".attn1.qkv", name)
 
 
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A layer's input with features last: [B, T, C] as it is, a 1x1 conv's [B, C, H, W] as [B, H, W, C]."""
+    x = x.detach()
+    return x.movedim(1, -1) if x.dim() == 4 else x
+
+
 @contextmanager
 def _capture(root: torch.nn.Module, names: dict[str, str], sink: Callable[[str, torch.Tensor], None]):
     """Forward pre-hooks on ``root``'s modules {module name: group}; one call per group per forward."""
@@ -107,7 +120,7 @@ def _capture(root: torch.nn.Module, names: dict[str, str], sink: Callable[[str, 
             continue
         seen[module_name] = group
         module = root.get_submodule(module_name)
-        handles.append(module.register_forward_pre_hook(lambda mod, args, g=group: sink(g, args[0].detach())))
+        handles.append(module.register_forward_pre_hook(lambda mod, args, g=group: sink(g, _channels_last(args[0]))))
     try:
         yield
     finally:
@@ -119,14 +132,16 @@ class _Solver:
     """Per-group accumulators (closed form) or stored features (L-BFGS), and the final solve."""
 
     def __init__(self, groups: dict[str, dict[str, int]], in_features: dict[str, int], cfg: FusionConfig,
-                 iters: int, sink: Callable[[str, int, torch.Tensor], None] | None = None):
+                 iters: int, sink: Callable[[str, int, torch.Tensor], None] | None = None, ridge: float | None = None):
         self.cfg, self.iters, self.sink, self.concept = cfg, iters, sink, -1
+        self.ridge = cfg.ridge if ridge is None else ridge
         self.token_limit: int | None = None  # keep only the first positions of [B, T, in] inputs
         dtype = torch.float64 if cfg.accumulate_fp64 else torch.float32
         device = comfy.model_management.get_torch_device()
         self.stats = {g: GramStats(in_features[g], outs, dtype=dtype, device=device) for g, outs in groups.items()}
         self.features: dict[str, list[list[torch.Tensor]]] = {g: [] for g in groups}
         self.current: dict[str, dict[str, Any]] = {}
+        self.statistics_s = self.solve_s = 0.0
 
     def begin(self, deltas: dict[str, Any]) -> None:
         self.current = deltas
@@ -140,22 +155,29 @@ class _Solver:
         x = x.reshape(-1, x.shape[-1])  # (rows, in)
         if self.sink is not None:
             self.sink(group, self.concept, x)
+        start = time.perf_counter()
         if self.cfg.mode == "lbfgs":
             self.features[group][-1].append(x.float().cpu())
         self.stats[group].add(x, {m: self.current.get(m) for m in self.stats[group].cross})
+        self.statistics_s += time.perf_counter() - start
 
     def rows(self) -> int:
         return sum(s.rows for s in self.stats.values())
 
     def solve(self, weights: Callable[[str], torch.Tensor], per_concept: list[dict[str, Any]],
               tick: Callable[[], None]) -> dict[str, torch.Tensor]:
+        start = time.perf_counter()
         out: dict[str, torch.Tensor] = {}
         self.residual, self.growth = 0.0, (0.0, "")
         interrupt = comfy.model_management.throw_exception_if_processing_interrupted
         for group, stats in self.stats.items():
             closed = self.cfg.mode == "closed_form"
             if closed:
-                out.update(stats.solve(ridge=self.cfg.ridge))
+                anchor = None
+                if self.cfg.anchor == "average":
+                    anchor = {m: average_deltas([d.get(m) for d in per_concept], o, stats.in_features)
+                              for m, o in stats.out_features.items()}
+                out.update(stats.solve(ridge=self.ridge, anchor=anchor))
             else:
                 feats = [torch.cat(f) for f in self.features[group]]
             for module in stats.cross:
@@ -166,6 +188,7 @@ class _Solver:
                 self.residual = max(self.residual, stats.relative_residual(module, out[module]))
                 self.growth = max(self.growth, (delta_growth(out[module], deltas), module))
             tick()
+        self.solve_s = time.perf_counter() - start
         return out
 
 
@@ -202,17 +225,18 @@ def _finish(name: str, solver: "_Solver", w0: dict[str, torch.Tensor], per_conce
     deltas = solver.solve(lambda m: w0[m], per_concept, stage.tick)
     report.residual[name] = solver.residual
     report.growth[name] = solver.growth
+    report.statistics_s[name], report.solve_s[name] = solver.statistics_s, solver.solve_s
     if solver.growth[0] > GROWTH_WARNING:
         logger.warning("[Mix-of-Show] gradient fusion, %s: the fused change of %s is %.1fx the concepts' own; the "
                        "solution extrapolates where the features barely reach, which can break images with regions "
-                       "or unseen prompts. Raise the ridge (0.1-0.3) if it does.", name, solver.growth[1],
-                       solver.growth[0])
+                       "or unseen prompts. Raise the ridge (spatial_ridge for UNet attention) if it does.", name,
+                       solver.growth[1], solver.growth[0])
     return deltas
 
 
 def _snapshot(root: torch.nn.Module, names: dict[str, str]) -> dict[str, torch.Tensor]:
     """Copies of the current (patched) weights, for the L-BFGS reference mode's W0."""
-    return {m: root.get_submodule(path).weight.detach().float().cpu().clone() for m, path in names.items()}
+    return {m: root.get_submodule(path).weight.detach().float().cpu().flatten(1).clone() for m, path in names.items()}
 
 
 def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
@@ -224,8 +248,6 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
     Returns (fused MODEL, fused CLIP with every concept word, fused deltas by diffusers name
     {"text": {...}, "unet": {...}}, report).
     """
-    import time
-
     import nodes
 
     check_unique_words(items)
@@ -290,7 +312,8 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
     unet_modules = sorted({m for i in items for m in i.concept.unet_lora})
     kv_modules = [m for m in unet_modules if _KV.search(m)]
     ldm = {m: layout.diffusers_to_ldm(m) for m in unet_modules}
-    shapes = {m: unet.get_submodule(ldm[m]).weight.shape for m in unet_modules}
+    weight_shapes = {m: unet.get_submodule(ldm[m]).weight.shape for m in unet_modules}  # 1x1 convs: [out, in, 1, 1]
+    shapes = {m: s[:2] for m, s in weight_shapes.items()}  # (out, in): a 1x1 conv is fused as the linear map it is
     per_unet = [_scaled(i.concept.unet_lora, i.unet_alpha * i.concept.alpha) for i in items]
     kv_groups = _groups({m: (shapes[m][1], shapes[m][0]) for m in kv_modules}, lambda m: m.rsplit(".", 1)[0])
     stage = _Stage("cross-attention K/V", len(items) + len(kv_groups), tick_log)
@@ -314,7 +337,8 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
         kv_delta = _finish("cross-attention K/V", solver, unet_w0, per_unet, stage, report)
         del solver
     kv_model = comfy_glue.with_layer_patch(model)
-    kv_model.add_patches({f"diffusion_model.{ldm[m]}.weight": (d,) for m, d in kv_delta.items()}, 1.0)
+    kv_model.add_patches({f"diffusion_model.{ldm[m]}.weight": (d.reshape(weight_shapes[m]),)
+                          for m, d in kv_delta.items()}, 1.0)
     report.layers["cross-attention K/V"], report.seconds["cross-attention K/V"] = len(kv_delta), time.time() - start
 
     # ---- stage 3: the other UNet attention layers
@@ -326,7 +350,7 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
         sp_delta = {m: average_deltas([d.get(m) for d in per_unet], *shapes[m]) for m in spatial}
     else:
         inputs = {g: shapes[next(iter(o))][1] for g, o in sp_groups.items()}
-        solver = _Solver(sp_groups, inputs, cfg, cfg.spatial_iters, feature_sink)
+        solver = _Solver(sp_groups, inputs, cfg, cfg.spatial_iters, feature_sink, ridge=cfg.spatial_ridge)
         hooks = {ldm[m]: _unet_group(m) for m in spatial}
         latent = nodes.EmptyLatentImage().generate(cfg.resolution, cfg.resolution, 1)[0]
         for item, deltas in zip(items, per_unet):
@@ -341,7 +365,9 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
         sp_delta = _finish("UNet attention", solver, unet_w0, per_unet, stage, report)
         del solver
     fused_model = kv_model.clone()
-    fused_model.add_patches({f"diffusion_model.{ldm[m]}.weight": (d,) for m, d in sp_delta.items()}, 1.0)
+    fused_model.add_patches({f"diffusion_model.{ldm[m]}.weight": (d.reshape(weight_shapes[m]),)
+                             for m, d in sp_delta.items()}, 1.0)
     report.layers["UNet attention"], report.seconds["UNet attention"] = len(sp_delta), time.time() - start
     comfy.model_management.soft_empty_cache()
-    return fused_model, fused_clip, {"text": text_delta, "unet": {**kv_delta, **sp_delta}}, report
+    unet_delta = {m: d.reshape(weight_shapes[m]) for m, d in {**kv_delta, **sp_delta}.items()}
+    return fused_model, fused_clip, {"text": text_delta, "unet": unet_delta}, report

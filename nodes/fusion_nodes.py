@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import comfy.model_management
 import comfy.utils
 
 from ..mixofshow_core.concept import Concept
-from ..mixofshow_core.config import FUSION_MODES, FusionConfig
+from ..mixofshow_core.config import FUSION_ANCHORS, FUSION_MODES, FusionConfig
 from ..mixofshow_core.formats import WRITERS, kohya, load_concept
 from . import comfy_glue, fusion_glue, paths
 
@@ -81,9 +82,9 @@ class GradientFusion:
                 "seed": ("INT", {"default": d.seed, "min": 0, "max": 2**31 - 1, "tooltip":
                          "Seed of the feature-collection noise; same seed, same fused model."}),
                 "ridge": ("FLOAT", {"default": d.ridge, "min": 0.0, "max": 10.0, "step": 0.0001, "tooltip":
-                          "Pull toward the base weights (fraction of the mean feature energy); 0 = exact. "
-                          "Raise to 0.1-0.3 if the report warns that a fused change outgrows the concepts' own, "
-                          "or fused concepts look washed out or noisy with regions (small models)."}),
+                          "Text-encoder and cross-attention K/V layers: pull toward the anchor (fraction of the mean "
+                          "feature energy); 0 = exact. Raise if the report warns that a fused change outgrows the "
+                          "concepts' own, or fused concepts look washed out or noisy with regions (small models)."}),
             },
             "optional": {
                 "concepts": ("MOS_CONCEPTS", {"tooltip": "Concepts from 'ED-LoRA Concept List', fused with any "
@@ -99,13 +100,23 @@ class GradientFusion:
                 "lora_filename": ("STRING", {"default": "", "tooltip":
                                   "If set, also save the fused change as one LoRA file (exact .diff keys) in "
                                   "models/loras under this name."}),
+                "anchor": (list(FUSION_ANCHORS), {"default": d.anchor, "tooltip":
+                           "What the ridges pull toward where the concepts' features say little: base = no change "
+                           "(default; measured safest on prompts without concept words), average = the weight "
+                           "average of the concepts' changes."}),
+                "spatial_ridge": ("FLOAT", {"default": d.spatial_ridge, "min": 0.0, "max": 10.0, "step": 0.001,
+                                  "tooltip": "Ridge of the UNet attention layers other than K/V, whose features come "
+                                             "from sampling: keeps prompts without concept words as the base model "
+                                             "draws them (lower it for a closer fit on the concepts' own prompts)."}),
             },
         }
 
     def fuse(self, model, clip, mode, steps, resolution, seed, ridge, concepts=None, text_iters=DEFAULTS.text_iters,
              kv_iters=DEFAULTS.kv_iters, spatial_iters=DEFAULTS.spatial_iters,
-             accumulate_fp64=DEFAULTS.accumulate_fp64, lora_filename=""):
-        cfg = FusionConfig(mode=mode, steps=steps, resolution=resolution, seed=seed, ridge=ridge,
+             accumulate_fp64=DEFAULTS.accumulate_fp64, lora_filename="", anchor=DEFAULTS.anchor,
+             spatial_ridge=DEFAULTS.spatial_ridge):
+        cfg = FusionConfig(mode=mode, steps=steps, resolution=resolution, seed=seed, ridge=ridge, anchor=anchor,
+                           spatial_ridge=spatial_ridge,
                            text_iters=text_iters, kv_iters=kv_iters, spatial_iters=spatial_iters,
                            accumulate_fp64=accumulate_fp64)
         items = [fusion_glue.FusionItem(load_concept(e["path"]), e["strength_model"], e["strength_clip"])
@@ -126,10 +137,14 @@ class GradientFusion:
             bars[stage].update_absolute(done, total)
 
         fused_model, fused_clip, deltas, report = fusion_glue.fuse(base_model, base_clip, items, cfg, progress)
+        text = report.text()
         if lora_filename.strip():
-            kohya.write_diff(deltas["text"], deltas["unet"], paths.output_file("loras", lora_filename, "fused"))
-        logger.info("[Mix-of-Show] %s", report.text())
-        return fused_model, fused_clip, report.text()
+            start = time.perf_counter()
+            target = paths.output_file("loras", lora_filename, "fused")
+            kohya.write_diff(deltas["text"], deltas["unet"], target)
+            text += f"\nwrote {target} in {time.perf_counter() - start:.2f} s"
+        logger.info("[Mix-of-Show] %s", text)
+        return fused_model, fused_clip, text
 
 
 class EDLoRASaveBundle:

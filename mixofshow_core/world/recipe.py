@@ -12,10 +12,10 @@ TRAIN = {
     "steps": 300, "batch_size": 4, "resolution": 64, "lr_embedding": 2e-2, "lr_text": 1e-3, "lr_unet": 2e-3,
     "emb_norm_threshold": 100.0, "attn_reg_weight": 0.01, "crop": "center", "templates": "none",
 }
-# GradientFusion inputs. A ridge of 0.3 (not the node's near-exact 1e-4): the layers are 32-64 wide and their
-# features ill-conditioned; at 1e-2 fused changes grow to 3-4x the concepts' own (3 concepts: K/V 4.3x, UNet
-# attention 3.3x) and images break once regions mix prompts (README, Gradient fusion). benchmarks/bench_fidelity.py
-# compares ridges.
+# GradientFusion inputs, one ridge for every stage (ridge and spatial_ridge). A ridge of 0.3: the layers are
+# 32-64 wide and their features ill-conditioned; at 1e-2 fused changes grow to 3-4x the concepts' own (3 concepts:
+# K/V 4.3x, UNet attention 3.3x) and images break once regions mix prompts (README, Gradient fusion).
+# benchmarks/bench_fidelity.py compares ridges.
 FUSE = {"steps": 20, "resolution": 64, "seed": 0, "ridge": 0.3}
 # KSampler / RegionalKSampler settings for 64x64 world images. cfg 2, not 5: at 5 guidance shifts hues and
 # washes trained concepts out (identity attr 0.54 vs 0.66 at 2, over all 8 concepts); the base model draws

@@ -83,8 +83,9 @@ class WorldPipeline:
                 return self._nodes("orthogonal_nodes").OrthogonalMerge().merge(self.model, self.clip, concepts, 1.0)[:2]
             mode = {"gradient": "closed_form", "average": "average"}[method]
             f = self.host.pack("mixofshow_core.world.recipe").FUSE
+            ridge = f["ridge"] if ridge is None else ridge  # one ridge for every stage, as the record measured
             return fusion.GradientFusion().fuse(self.model, self.clip, mode, f["steps"], f["resolution"], f["seed"],
-                                                f["ridge"] if ridge is None else ridge, concepts=concepts)[:2]
+                                                ridge, concepts=concepts, spatial_ridge=ridge, anchor="base")[:2]
 
     # --- sampling -------------------------------------------------------------------------------------
     def _encode(self, clip, text: str):

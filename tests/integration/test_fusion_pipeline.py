@@ -33,6 +33,8 @@ def _items_clip(host, clip):
 
 
 def _fuse(host, testbed, names, **cfg):
+    if "ridge" in cfg:  # a ridge given here is every stage's
+        cfg.setdefault("spatial_ridge", cfg["ridge"])
     config = host.pack("mixofshow_core.config").FusionConfig(resolution=64, steps=3, **cfg)
     model, clip, _ = testbed
     return host.pack("nodes.fusion_glue").fuse(model, clip, _items(host, names), config)
@@ -40,7 +42,7 @@ def _fuse(host, testbed, names, **cfg):
 
 def test_node_fuses_a_loader_chain_and_every_word_samples(host, cn, chain):
     fused_model, fused_clip, report = host.pack("nodes.fusion_nodes").GradientFusion().fuse(
-        *chain, "closed_form", 3, 64, 0, 0.0)
+        *chain, "closed_form", 3, 64, 0, 0.0, spatial_ridge=0.0)
     assert "fused 3 concept(s)" in report and "96 layers" in report and "32 layers" in report
     registry = host.pack("nodes.comfy_glue").concept_registry(fused_clip)
     assert sorted(registry) == sorted(f"<{w}{i}>" for w in WORDS for i in (1, 2))
@@ -79,8 +81,11 @@ def test_one_concept_fuses_to_itself(host, testbed):
     # the minimum-change solution for one concept is its own change projected on the features: never larger
     assert set(exact.growth) == set(exact.residual) and "largest change" in exact.text()
     assert all(0.0 < grown <= 1.0 + 1e-6 and layer for grown, layer in exact.growth.values()), exact.growth
-    report = _fuse(host, testbed, ["cat"])[3]  # default ridge: a tiny pull toward W0
-    assert max(report.residual.values()) < 1e-3
+    # default ridges: a small pull toward W0 on the text encoder and K/V (1e-3: below 1e-2 relative on this 64-wide
+    # model, 5e-5 on SD1.5's K/V), a larger one on the sampled features of the other UNet layers (safety first)
+    report = _fuse(host, testbed, ["cat"])[3]
+    assert report.residual["text encoder"] < 1e-2 and report.residual["cross-attention K/V"] < 1e-2
+    assert report.residual["UNet attention"] < 0.25
     # so through the whole (nonlinear) text encoder, the fusion prompt's tokens come out as the concept's own
     _, own_clip = host.pack("nodes.concept_nodes").EDLoRALoader().load(model, clip, "fuse_cat.safetensors", 1.0, 1.0)
     glue = host.pack("nodes.comfy_glue")
@@ -91,7 +96,7 @@ def test_one_concept_fuses_to_itself(host, testbed):
     assert torch.allclose(fused_ctx[:, :length], own_ctx[:, :length], atol=2e-3)
     assert not torch.allclose(own_ctx, glue.layer_contexts(_items_clip(host, clip), text)[0], atol=1e-3)
     three = _fuse(host, testbed, WORDS)[3]
-    assert three.residual["cross-attention K/V"] < 1e-3  # 3 concepts x 6 rows still fit the width
+    assert three.residual["cross-attention K/V"] < 1e-2  # 3 concepts x 6 rows still fit the width
     assert three.residual["UNet attention"] > 1e-6  # conflicts: fusion is a compromise there
 
 

@@ -117,3 +117,26 @@ def test_growth_flags_extrapolation_that_a_ridge_pulls_back():
     exact = _closed_form(thin, deltas, ridge=0.0)
     damped = _closed_form(thin, deltas, ridge=0.3)
     assert delta_growth(exact, deltas) > 10 > 1.5 > delta_growth(damped, deltas)
+
+
+def test_anchored_solve_fits_the_features_and_keeps_the_anchor_where_they_say_nothing():
+    """Features spanning only part of the input: the fit is exact there, the anchor (the average) elsewhere."""
+    g = torch.Generator().manual_seed(3)
+    basis = torch.linalg.qr(torch.randn(24, 24, generator=g, dtype=torch.float64))[0]
+    seen, unseen = basis[:, :10], basis[:, 10:]  # (24, 10), (24, 14)
+    _, _, deltas = _problem()
+    feats = [torch.randn(50, 10, generator=g, dtype=torch.float64) @ seen.T for _ in deltas]  # rank-10 inputs
+    stats = GramStats(24, {"w": 16})
+    for x, d in zip(feats, deltas):
+        stats.add(x, {"w": d})
+    average = average_deltas(deltas, 16, 24).double()
+    anchored = stats.solve(ridge=0.0, anchor={"w": average}, out_dtype=torch.float64)["w"]
+    plain = stats.solve(ridge=0.0, out_dtype=torch.float64)["w"]
+    # same optimum on the features, so the same objective ...
+    assert objective(anchored, feats, deltas) == pytest.approx(objective(plain, feats, deltas), rel=1e-9)
+    # ... but outside their span the anchored change is the average's, the plain one no change at all
+    assert torch.allclose(anchored @ unseen, average @ unseen, atol=1e-9)
+    assert torch.allclose(plain @ unseen, torch.zeros(16, 14, dtype=torch.float64), atol=1e-9)
+    # a large ridge pulls everything toward the anchor
+    pulled = stats.solve(ridge=1e6, anchor={"w": average}, out_dtype=torch.float64)["w"]
+    assert torch.allclose(pulled, average, atol=1e-4)
