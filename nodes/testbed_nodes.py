@@ -1,8 +1,13 @@
-"""The built-in default checkpoints as a loader node (Mix-of-Show/loaders)."""
+"""The built-in testbed as nodes: its checkpoints and ControlNet (Mix-of-Show/loaders), its concepts' photos as a
+training set (Mix-of-Show/training)."""
 from __future__ import annotations
 
 import os
 
+import torch
+
+from ..mixofshow_core.world.concepts import CONCEPTS
+from ..mixofshow_core.world.training_set import training_set
 from . import testbed
 
 RANDOM = "tiny-random-sd1"
@@ -59,6 +64,38 @@ class TestbedControlNet:
         return (testbed.build_controlnet(seed),)
 
 
-NODE_CLASS_MAPPINGS = {"TestbedCheckpointLoader": TestbedCheckpointLoader, "TestbedControlNet": TestbedControlNet}
+class TestbedConceptDataset:
+    DESCRIPTION = (
+        "Training photos of one of the testbed world's novel concepts (e.g. rubo, a red circle with yellow dots), "
+        "with captions and subject masks, made in the graph (no files): a dataset for 'ED-LoRA Train' to try "
+        "training without photos of your own. world-tiny-sd1 has never seen these concepts."
+    )
+    CATEGORY = "Mix-of-Show/training"
+    RETURN_TYPES = ("MOS_DATASET", "IMAGE")
+    RETURN_NAMES = ("dataset", "photos")
+    OUTPUT_TOOLTIPS = ("Images (64x64), captions with <TOK> and masks for 'ED-LoRA Train'.",
+                       "The photos, for a look.")
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "concept": ([c.name for c in CONCEPTS], {"tooltip": "Which concept of the world: " + "; ".join(
+                f"{c.name} = {c.look.phrase()[2:].replace('large ', '')}" for c in CONCEPTS) + "."}),
+            "photos": ("INT", {"default": 6, "min": 1, "max": 64,
+                               "tooltip": "How many photos (sizes, positions and grounds vary)."}),
+            # not named "seed": the frontend would add a control that, for a new node, draws new photos each run
+            "photo_seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+                                   "tooltip": "Seed of the photos' positions, grounds and textures."}),
+        }}
+
+    def build(self, concept, photos, photo_seed):
+        data = training_set(concept, photos, photo_seed)
+        return data, torch.stack([s.image.permute(1, 2, 0) for s in data.samples])  # IMAGE (N, 64, 64, 3)
+
+
+NODE_CLASS_MAPPINGS = {"TestbedCheckpointLoader": TestbedCheckpointLoader, "TestbedControlNet": TestbedControlNet,
+                       "TestbedConceptDataset": TestbedConceptDataset}
 NODE_DISPLAY_NAME_MAPPINGS = {"TestbedCheckpointLoader": "Testbed Checkpoint Loader (Mix-of-Show)",
-                              "TestbedControlNet": "Testbed ControlNet (Mix-of-Show)"}
+                              "TestbedControlNet": "Testbed ControlNet (Mix-of-Show)",
+                              "TestbedConceptDataset": "Testbed Concept Dataset (Mix-of-Show)"}

@@ -1,7 +1,10 @@
 """Write the UI-format example workflows in example_workflows/ from compact descriptions.
 
 Run after changing a node's widgets: `python scripts/build_example_workflows.py`. The files are what
-the frontend saves (nodes with widgets_values, links table, version 0.4), so they load by drag and drop.
+the frontend saves (nodes with widgets_values, links table, version 0.4), so they load by drag and drop
+and from the frontend's template browser. Each runs as opened on a fresh ComfyUI: it reads no input
+files (pose and training photos are made in the graph), and its Note says what it shows, which model
+files it needs and where they come from, and what to change first.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import runpy
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "example_workflows")
 WORLD = runpy.run_path(os.path.join(REPO, "mixofshow_core", "world", "recipe.py"))  # plain data, no torch needed
+DEFAULT_FUSE = runpy.run_path(os.path.join(REPO, "mixofshow_core", "config.py"))["FusionConfig"]()  # node defaults
 NEGATIVE = ("longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
             "worst quality, low quality")  # the official Mix-of-Show negative prompt
 
@@ -29,12 +33,11 @@ SLOTS = {
                        [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("report", "STRING")]),
     "EDLoRASaveBundle": ([("clip", "CLIP")], [("path", "STRING")]),
     "CheckpointSave": ([("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE")], []),
-    "LoadImage": ([], [("IMAGE", "IMAGE"), ("MASK", "MASK")]),
     "ControlNetLoader": ([], [("CONTROL_NET", "CONTROL_NET")]),
     "ControlNetApplyAdvanced": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
                                  ("control_net", "CONTROL_NET"), ("image", "IMAGE")],
                                 [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
-    "EDLoRADatasetFromFolder": ([], [("dataset", "MOS_DATASET"), ("preview", "IMAGE")]),
+    "TestbedConceptDataset": ([], [("dataset", "MOS_DATASET"), ("photos", "IMAGE")]),
     "EDLoRATrain": ([("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE"), ("dataset", "MOS_DATASET")],
                     [("MODEL", "MODEL"), ("CLIP", "CLIP"), ("concept_file", "STRING"), ("loss_plot", "IMAGE"),
                      ("validation", "IMAGE"), ("report", "STRING")]),
@@ -44,11 +47,39 @@ SLOTS = {
     "RegionBoxes": ([("clip", "CLIP"), ("image", "IMAGE"), ("regions", "MOS_REGIONS")], [("regions", "MOS_REGIONS")]),
     "RegionalKSampler": ([("model", "MODEL"), ("regions", "MOS_REGIONS"), ("positive", "CONDITIONING"),
                           ("negative", "CONDITIONING"), ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
+    "RegionPoseSkeleton": ([("regions", "MOS_REGIONS")], [("pose", "IMAGE")]),
+    "Note": ([], []),
 }
+NOTE_WIDTH = 500  # the Note sits left of the graph, which moves right by this much and a gap
+NOTE_STYLE = {"color": "#432", "bgcolor": "#653"}  # the frontend's own Note colours
+
+# What each workflow needs besides the pack: model files only, each named with where it comes from.
+SD15 = ("- models/checkpoints/v1-5-pruned-emaonly.safetensors: Stable Diffusion 1.5, from the Hugging Face repo "
+        "runwayml/stable-diffusion-v1-5 (now stable-diffusion-v1-5/stable-diffusion-v1-5). Another SD1.x "
+        "checkpoint works too: pick it in Load Checkpoint.")
+OPENPOSE = ("- models/controlnet/control_v11p_sd15_openpose_fp16.safetensors: the SD1.5 openpose ControlNet, from "
+            "the Hugging Face repo comfyanonymous/ControlNet-v1-1_fp16_safetensors.")
 
 
-def build(nodes: list[dict], title: str) -> dict:
-    """nodes: {id, type, pos, widgets, links: {input_name: (from_id, from_slot)}}."""
+def concepts_line(names) -> str:
+    files = ", ".join(f"{n}.safetensors" for n in names)
+    return (f"- models/edloras/{files}: ED-LoRA concept files, e.g. from the Mix-of-Show release "
+            "(github.com/TencentARC/Mix-of-Show; its .pth files load as they are) or trained with "
+            "train_one_concept.json. Pick yours in the loader and write its words in the prompts.")
+
+
+def note(title: str, shows: str, models: list[str], change: str) -> str:
+    return "\n\n".join([title, "What it shows: " + shows,
+                        "Models you place (nothing else is needed):\n" + "\n".join(models),
+                        "Change first: " + change])
+
+
+def build(nodes: list[dict], title: str, text: str) -> dict:
+    """nodes: {id, type, pos, widgets, links: {input_name: (from_id, from_slot)}}; ``text``: the Note, placed
+    left of the graph (id one above the others, so the other ids stay as the demo and tests know them)."""
+    nodes = [{**n, "pos": [n["pos"][0] + NOTE_WIDTH + 40, n["pos"][1]]} for n in nodes]
+    nodes.append({"id": max(n["id"] for n in nodes) + 1, "type": "Note", "pos": [20, 20], "size": [NOTE_WIDTH, 560],
+                  "widgets": [text], "style": NOTE_STYLE})
     links, by_id = [], {n["id"]: n for n in nodes}
     out_links: dict[tuple[int, int], list[int]] = {}
     ui_nodes = []
@@ -64,7 +95,8 @@ def build(nodes: list[dict], title: str) -> dict:
             inputs.append({"name": name, "type": kind, "link": link_id})
         ui_nodes.append({"id": n["id"], "type": n["type"], "pos": n["pos"], "size": n.get("size", [320, 120]),
                          "flags": {}, "order": 0, "mode": 0, "inputs": inputs,
-                         "properties": {"Node name for S&R": n["type"]}, "widgets_values": n.get("widgets", [])})
+                         "properties": {"Node name for S&R": n["type"]}, "widgets_values": n.get("widgets", []),
+                         **n.get("style", {})})
     for u in ui_nodes:
         u["outputs"] = [{"name": name, "type": kind, "links": out_links.get((u["id"], slot), []), "slot_index": slot}
                         for slot, (name, kind) in enumerate(SLOTS[u["type"]][1])]
@@ -115,7 +147,14 @@ def single_concept():
          "widgets": ["potter.safetensors", 0.7, 0.7], "links": {"model": (1, 0), "clip": (1, 1)}},
     ]
     nodes += sampling_tail((2, 0), (2, 1), "a <potter1> <potter2> in a forest, walking, best quality", 512, 768, 3)
-    return build(nodes, "ED-LoRA: one concept")
+    return build(nodes, "ED-LoRA: one concept", note(
+        "ED-LoRA: one concept",
+        "an ED-LoRA concept (Mix-of-Show) loaded onto SD1.5 and sampled. ED-LoRA Loader adds the concept's LoRA "
+        "and its words; ED-LoRA Text Encode gives each cross-attention layer of the UNet its own embedding of "
+        "<potter1> <potter2>, as the paper does.",
+        [SD15, concepts_line(["potter"])],
+        "the concept file in ED-LoRA Loader, then its words (<potter1> <potter2>) in the prompt: write the words "
+        "your concept was trained with."))
 
 
 def two_concepts():
@@ -128,7 +167,13 @@ def two_concepts():
     ]
     nodes += sampling_tail((3, 0), (3, 1), "a <potter1> <potter2> and a <hermione1> <hermione2>, in a library",
                            768, 512, 4)
-    return build(nodes, "ED-LoRA: two concepts chained")
+    return build(nodes, "ED-LoRA: two concepts chained", note(
+        "ED-LoRA: two concepts chained",
+        "two ED-LoRA Loaders in a chain and both concepts' words in one prompt. Chained, the two LoRAs simply add "
+        "up; fuse_three_concepts.json merges concepts with Gradient Fusion, and regional_two_concepts_pose.json "
+        "puts each concept in its own box.",
+        [SD15, concepts_line(["potter", "hermione"])],
+        "the two concept files, then their words in the prompt."))
 
 
 def fuse_three():
@@ -140,7 +185,8 @@ def fuse_three():
         nodes.append({"id": 2 + i, "type": "EDLoRALoader", "pos": [420, 40 + 170 * i], "size": [380, 130],
                       "widgets": [f"{name}.safetensors", 1.0, 1.0], "links": {"model": prev, "clip": prev_clip}})
     nodes.append({"id": 5, "type": "GradientFusion", "pos": [840, 120], "size": [340, 320],
-                  "widgets": ["closed_form", 20, 512, 0, "fixed", 1e-4, 500, 500, 50, True, ""],
+                  "widgets": ["closed_form", 20, 512, 0, "fixed", DEFAULT_FUSE.ridge, 500, 500, 50, True, "",
+                              DEFAULT_FUSE.anchor, DEFAULT_FUSE.spatial_ridge],
                   "links": {"model": (4, 0), "clip": (4, 1)}})
     nodes.append({"id": 6, "type": "EDLoRASaveBundle", "pos": [1220, 420], "widgets": ["fused_potter_hermione_thanos"],
                   "links": {"clip": (5, 1)}})
@@ -151,42 +197,64 @@ def fuse_three():
                            "<thanos2> standing in a castle hall", 768, 512, 8)
     for n in nodes[-6:]:
         n["pos"] = [n["pos"][0] + 340, n["pos"][1]]
-    return build(nodes, "Gradient fusion: three concepts, save, sample")
+    return build(nodes, "Gradient fusion: three concepts, save, sample", note(
+        "Gradient fusion: three concepts, save, sample",
+        "Gradient Fusion merges the concepts of the chained ED-LoRA Loaders into one model, so that all three can "
+        "appear in one picture. The fused words are saved as a bundle (ED-LoRA Save Bundle, models/edloras) and "
+        "the fused model as a checkpoint (output/checkpoints), then one image is sampled.",
+        [SD15, concepts_line(["potter", "hermione", "thanos"])],
+        "the three concept files, then their words in the prompt; the names the two save nodes write."))
 
 
 def regional_pose():
+    """Two concepts in two boxes; Region Pose Skeleton draws the pose from the boxes (no pose file). The boxes
+    leave the right third of the canvas free, so a drag there draws a third box instead of moving one."""
     boxes = {"version": 1, "regions": [
-        {"x": 0.02, "y": 0.05, "width": 0.46, "height": 0.93, "prompt": "a <potter1> <potter2>, standing",
+        {"x": 0.06, "y": 0.05, "width": 0.3, "height": 0.9, "prompt": "a <potter1> <potter2>, standing",
          "negative": NEGATIVE, "weight": 1.0},
-        {"x": 0.52, "y": 0.05, "width": 0.46, "height": 0.93, "prompt": "a <hermione1> <hermione2>, standing",
+        {"x": 0.38, "y": 0.05, "width": 0.3, "height": 0.9, "prompt": "a <hermione1> <hermione2>, standing",
          "negative": NEGATIVE, "weight": 1.0}]}
+    width, height = 768, 512
     nodes = [
         {"id": 1, "type": "CheckpointLoaderSimple", "pos": [20, 100], "widgets": ["v1-5-pruned-emaonly.safetensors"]},
         {"id": 2, "type": "EDLoRALoader", "pos": [380, 20], "size": [360, 130],
          "widgets": ["potter.safetensors", 0.7, 0.7], "links": {"model": (1, 0), "clip": (1, 1)}},
         {"id": 3, "type": "EDLoRALoader", "pos": [380, 180], "size": [360, 130],
          "widgets": ["hermione.safetensors", 0.7, 0.7], "links": {"model": (2, 0), "clip": (2, 1)}},
-        {"id": 4, "type": "LoadImage", "pos": [20, 360], "size": [320, 340], "widgets": ["pose.png", "image"]},
-        {"id": 5, "type": "ControlNetLoader", "pos": [20, 740],
+        {"id": 4, "type": "RegionPoseSkeleton", "pos": [1220, 400], "size": [320, 110], "widgets": [width, height],
+         "links": {"regions": (9, 0)}},
+        {"id": 5, "type": "ControlNetLoader", "pos": [20, 360],
          "widgets": ["control_v11p_sd15_openpose_fp16.safetensors"]},
         {"id": 6, "type": "EDLoRATextEncode", "pos": [780, 20], "size": [380, 140],
          "widgets": ["two people standing side by side in a library, best quality"], "links": {"clip": (3, 1)}},
         {"id": 7, "type": "EDLoRATextEncode", "pos": [780, 190], "size": [380, 140], "widgets": [NEGATIVE],
          "links": {"clip": (3, 1)}},
-        {"id": 8, "type": "ControlNetApplyAdvanced", "pos": [1200, 20], "widgets": [1.0, 0.0, 1.0],
+        {"id": 8, "type": "ControlNetApplyAdvanced", "pos": [1220, 20], "widgets": [1.0, 0.0, 1.0],
          "links": {"positive": (6, 0), "negative": (7, 0), "control_net": (5, 0), "image": (4, 0)}},
-        {"id": 9, "type": "RegionBoxes", "pos": [780, 360], "size": [400, 620], "widgets": [json.dumps(boxes)],
-         "links": {"clip": (3, 1), "image": (4, 0)}},
-        {"id": 10, "type": "EmptyLatentImage", "pos": [1200, 260], "widgets": [768, 512, 1]},
-        {"id": 11, "type": "RegionalKSampler", "pos": [1560, 20], "size": [340, 300],
+        {"id": 9, "type": "RegionBoxes", "pos": [780, 360], "size": [400, 620],
+         "widgets": [json.dumps(boxes), width, height], "links": {"clip": (3, 1)}},
+        {"id": 10, "type": "EmptyLatentImage", "pos": [1220, 240], "widgets": [width, height, 1]},
+        {"id": 11, "type": "RegionalKSampler", "pos": [1580, 20], "size": [340, 300],
          "widgets": [0, "fixed", 30, 7.5, "dpmpp_2m", "karras", 1.0],
          "links": {"model": (3, 0), "regions": (9, 0), "positive": (8, 0), "negative": (8, 1),
                    "latent_image": (10, 0)}},
-        {"id": 12, "type": "VAEDecode", "pos": [1940, 20], "links": {"samples": (11, 0), "vae": (1, 2)}},
-        {"id": 13, "type": "SaveImage", "pos": [2180, 20], "size": [320, 340], "widgets": ["mixofshow_regions"],
+        {"id": 12, "type": "VAEDecode", "pos": [1960, 20], "links": {"samples": (11, 0), "vae": (1, 2)}},
+        {"id": 13, "type": "SaveImage", "pos": [2200, 20], "size": [320, 340], "widgets": ["mixofshow_regions"],
          "links": {"images": (12, 0)}},
+        {"id": 14, "type": "PreviewImage", "pos": [1220, 550], "size": [320, 260], "links": {"images": (4, 0)}},
     ]
-    return build(nodes, "Regions: two concepts in two boxes with a pose ControlNet")
+    return build(nodes, "Regions: two concepts in two boxes with a pose ControlNet", note(
+        "Regions: two concepts in two boxes with an openpose ControlNet",
+        "Region Boxes gives each concept its own box and prompt; Region Pose Skeleton draws a standing OpenPose "
+        "figure in every box (the pose shows in the preview after a run), which the openpose ControlNet follows; "
+        "Regional KSampler samples all boxes in one pass.",
+        [SD15, OPENPOSE, concepts_line(["potter", "hermione"])],
+        "the two concept files, then the words in the box prompts (click a box in Region Boxes to edit its "
+        "prompt). To add a person, drag on the free right part of the Region Boxes editor to draw a third box and "
+        "give it a prompt: a third figure appears in the pose. Keep Empty Latent Image, Region Boxes "
+        f"(image_width, image_height) and Region Pose Skeleton at the same size ({width} x {height}). For a pose "
+        "image of your own, connect a Load Image to Apply ControlNet's image instead (and to Region Boxes' image "
+        "to see it behind the boxes)."))
 
 
 def _train_widgets(name: str, words: str, init: str, options: dict, slot: int = 0,
@@ -202,34 +270,56 @@ def _train_widgets(name: str, words: str, init: str, options: dict, slot: int = 
 
 
 def train_one():
-    """Train a concept from a folder of images (paper defaults), then sample it with the returned MODEL/CLIP."""
-    train_widgets = _train_widgets("my_concept", "<mychar1> <mychar2>", "<rand-0.013> man", {}, validation=(
+    """Train a concept (paper defaults), then sample it with the returned MODEL/CLIP. The photos come from the
+    testbed world (Testbed Concept Dataset), so the workflow runs as opened; a user swaps in their own."""
+    train_widgets = _train_widgets("my_concept", "<mychar1> <mychar2>", "<rand-0.013> toy", {}, validation=(
         "a photo of <mychar1> <mychar2>\n<mychar1> <mychar2> on the beach", 500, 30, 7.5))
     nodes = [
         {"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120], "widgets": ["v1-5-pruned-emaonly.safetensors"]},
-        {"id": 2, "type": "EDLoRADatasetFromFolder", "pos": [40, 300], "size": [360, 110],
-         "widgets": ["training/my_concept", "<TOK>"]},
+        {"id": 2, "type": "TestbedConceptDataset", "pos": [40, 300], "size": [360, 130],
+         "widgets": ["rubo", 6, 0]},
         {"id": 3, "type": "EDLoRATrain", "pos": [440, 60], "size": [400, 900], "widgets": train_widgets,
          "links": {"model": (1, 0), "clip": (1, 1), "vae": (1, 2), "dataset": (2, 0)}},
         {"id": 4, "type": "PreviewImage", "pos": [440, 1000], "size": [400, 300], "links": {"images": (3, 3)}},
     ]
     nodes += sampling_tail((3, 0), (3, 1), "a <mychar1> <mychar2> in a garden, best quality", 512, 512, 5)
-    return build(nodes, "Train one ED-LoRA concept, then sample it")
+    return build(nodes, "Train one ED-LoRA concept, then sample it", note(
+        "Train one ED-LoRA concept, then sample it",
+        "ED-LoRA Train with the paper's recipe (steps 0 = the photos x 500 repeats / batch size) writes "
+        "models/edloras/my_concept.safetensors, a loss plot and validation images, and the trained concept is "
+        "sampled right away. So that it runs as opened, the photos are samples: Testbed Concept Dataset gives 6 "
+        "photos of rubo (a red circle with yellow dots) from the pack's synthetic world, with captions and masks.",
+        [SD15],
+        "your photos: replace Testbed Concept Dataset by ED-LoRA Dataset From Folder (a folder under "
+        "ComfyUI/input, e.g. training/my_concept: name.png with an optional caption name.txt containing <TOK> and "
+        "an optional mask masks/name.png) or by ED-LoRA Dataset (an IMAGE batch, e.g. from Load Image). Then in "
+        "ED-LoRA Train: concept_name, words, and init's class word (man, woman, dog, ...), and the words in the "
+        "prompts. Training SD1.5 wants a GPU; on a CPU, try world_1_train_concepts.json."))
 
 
 def world_train():
     """Demo, part 1: train the world's demo concepts from their photos on the built-in world model."""
+    names = WORLD["DEMO_CONCEPTS"]
     nodes = [{"id": 1, "type": "TestbedCheckpointLoader", "pos": [40, 120], "widgets": ["world-tiny-sd1", 0, "fixed"]}]
-    for i, name in enumerate(WORLD["DEMO_CONCEPTS"]):
+    for i, name in enumerate(names):
         y = 40 + 420 * i
-        nodes.append({"id": 2 + 3 * i, "type": "EDLoRADatasetFromFolder", "pos": [40, 300 + y], "size": [360, 110],
-                      "widgets": [f"training/{name}", "<TOK>"]})
+        nodes.append({"id": 2 + 3 * i, "type": "TestbedConceptDataset", "pos": [40, 300 + y], "size": [360, 130],
+                      "widgets": [name, 6, 0]})
         nodes.append({"id": 3 + 3 * i, "type": "EDLoRATrain", "pos": [440, y], "size": [400, 380],
                       "widgets": _train_widgets(name, f"<{name}1> <{name}2>", "<rand-0.013> toy", WORLD["TRAIN"]),
                       "links": {"model": (1, 0), "clip": (1, 1), "vae": (1, 2), "dataset": (2 + 3 * i, 0)}})
         nodes.append({"id": 4 + 3 * i, "type": "PreviewImage", "pos": [880, y], "size": [300, 300],
                       "links": {"images": (3 + 3 * i, 3)}})
-    return build(nodes, "World demo 1: train three concepts on the built-in world model")
+    files = ", ".join(f"models/edloras/{n}.safetensors" for n in names)
+    return build(nodes, "World demo 1: train three concepts on the built-in world model", note(
+        "World demo 1 (run it first): train three concepts on the built-in world model",
+        "training on the pack's own tiny SD1-layout model, trained on a synthetic world of coloured shapes: no "
+        "downloads, and it runs on a CPU. Testbed Concept Dataset gives each novel concept's photos (64 x 64), "
+        f"captions and masks; ED-LoRA Train learns {', '.join(names)} and writes {files}. Then open "
+        "world_2_fuse_and_regions.json, which fuses these three files and places them in boxes.",
+        ["- none: the world model (Testbed Checkpoint Loader, world-tiny-sd1) ships with the pack."],
+        "a concept in a Testbed Concept Dataset (8 to pick from) together with concept_name and words in its "
+        "ED-LoRA Train, or steps for a shorter or longer run."))
 
 
 def world_regions():
@@ -250,14 +340,14 @@ def world_regions():
     nodes += [
         {"id": 5, "type": "GradientFusion", "pos": [420, 120], "size": [340, 320],
          "widgets": ["closed_form", fuse["steps"], fuse["resolution"], fuse["seed"], "fixed", fuse["ridge"], 500, 500,
-                     50, True, ""],
+                     50, True, "", "base", fuse["ridge"]],  # the world recipe: one ridge for every stage
          "links": {"model": (1, 0), "clip": (1, 1), "concepts": (4, 0)}},
         {"id": 6, "type": "EDLoRATextEncode", "pos": [800, 40], "size": [380, 120], "widgets": [scene],
          "links": {"clip": (5, 1)}},
         {"id": 7, "type": "EDLoRATextEncode", "pos": [800, 190], "size": [380, 120], "widgets": [""],
          "links": {"clip": (5, 1)}},
-        {"id": 8, "type": "RegionBoxes", "pos": [800, 340], "size": [400, 520], "widgets": [json.dumps(boxes)],
-         "links": {"clip": (5, 1)}},
+        {"id": 8, "type": "RegionBoxes", "pos": [800, 340], "size": [400, 520],
+         "widgets": [json.dumps(boxes), width, height], "links": {"clip": (5, 1)}},
         {"id": 9, "type": "EmptyLatentImage", "pos": [800, 900], "widgets": [width, height, 8]},
         {"id": 10, "type": "RegionalKSampler", "pos": [1240, 40], "size": [340, 300], "widgets": sampler,
          "links": {"model": (5, 0), "regions": (8, 0), "positive": (6, 0), "negative": (7, 0), "latent_image": (9, 0)}},
@@ -270,7 +360,17 @@ def world_regions():
         {"id": 15, "type": "SaveImage", "pos": [1860, 400], "size": [320, 340], "widgets": ["world_global_only"],
          "links": {"images": (14, 0)}},
     ]
-    return build(nodes, "World demo 2: fuse three concepts, then place them in three boxes")
+    return build(nodes, "World demo 2: fuse three concepts, then place them in three boxes", note(
+        "World demo 2 (run world_1_train_concepts.json first): fuse three concepts, then place them in boxes",
+        f"Gradient Fusion merges the three concepts that world_1_train_concepts.json trained ({', '.join(names)}) "
+        f"into one model; Regional KSampler draws each in its own box of Region Boxes, and KSampler samples the "
+        f"same prompt without regions, for comparison: {sample['steps']} steps, 8 images each, {width} x {height} "
+        "(each box 64 px, the size the world model learnt).",
+        ["- none: the world model ships with the pack. The concept files models/edloras/"
+         + ", ".join(f"{n}.safetensors" for n in names) + " are what world_1_train_concepts.json writes: run it "
+         "first (until they exist, the ED-LoRA Concept List nodes report them missing)."],
+        "the boxes in Region Boxes (drag a box to move it, its corner to resize it, drag on free canvas to draw "
+        "one) and their prompts."))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
     python scripts/demo.py [--checkpoint SD15.safetensors] [--concept FILE ...] [--workflow JSON] [--out DIR]
 
 With neither --checkpoint nor --workflow (the default), the world demo runs on the built-in
-world-trained testbed: it writes three novel concepts' photos to input/training/, trains them
-(example_workflows/world_1_train_concepts.json), fuses them and samples them in three boxes, with
+world-trained testbed: it trains three novel concepts from photos made in the graph (Testbed Concept
+Dataset; example_workflows/world_1_train_concepts.json), fuses them and samples them in three boxes, with
 regions and with the global prompt only (world_2_fuse_and_regions.json), then scores every box with the
 world's recogniser and writes report.md next to the images.
 
@@ -140,18 +140,8 @@ def world_demo(host, out: str, steps: int | None) -> int:
     world, fidelity = host.pack("mixofshow_core.world.concepts"), host.pack("mixofshow_core.world.fidelity")
     scorer, intervals = host.pack("mixofshow_core.world.scorer"), host.pack("mixofshow_core.world.intervals")
     concepts = [c for name in recipe.DEMO_CONCEPTS for c in world.CONCEPTS if c.name == name]
-    import folder_paths
-
     for concept in concepts:
-        folder = os.path.join(folder_paths.get_input_directory(), "training", concept.name)
-        os.makedirs(os.path.join(folder, "masks"), exist_ok=True)
-        images, captions, masks = world.concept_photos(concept)
-        for i, (image, caption, mask) in enumerate(zip(images, captions, masks)):
-            Image.fromarray(image).save(os.path.join(folder, f"{i}.png"))
-            Image.fromarray((mask * 255).round().astype(np.uint8)).save(os.path.join(folder, "masks", f"{i}.png"))
-            with open(os.path.join(folder, f"{i}.txt"), "w") as f:
-                f.write(caption + "\n")
-        print(f"[demo] {len(images)} photos of {concept.name} ({concept.look.phrase()[2:]}) in {folder}")
+        print(f"[demo] {concept.name} ({concept.look.phrase()[2:]}): 6 photos from Testbed Concept Dataset")
     start = time.time()
     with open(os.path.join(WORKFLOWS, "world_1_train_concepts.json")) as f:
         train = comfy_host.ui_to_api(json.load(f))

@@ -1,8 +1,9 @@
 """Screenshots of the Region Boxes editor as a new user first sees it.
 
 Starts ComfyUI with this pack (tests/integration/host_support.py running_server, fresh user directory),
-loads example_workflows/regional_two_concepts_pose.json in headless Chromium at the zoom it opens at, and
-writes the editor node cropped from the page, in both renderings of the current frontend:
+loads example_workflows/regional_two_concepts_pose.json in headless Chromium at the zoom it opens at, with a
+Load Image of the pose Region Pose Skeleton draws for its boxes linked to the editor (as a user shows their own
+pose behind the boxes), and writes the editor node cropped from the page, in both renderings of the frontend:
 
     docs/images/region_editor_canvas.png   classic LiteGraph canvas
     docs/images/region_editor_vue.png      Vue node rendering (skipped where the frontend lacks it)
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "scripts")]
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "scripts"), str(REPO)]
 
 from integration.browser_support import (  # noqa: E402
     NODE_RECT_JS,
@@ -30,33 +31,23 @@ from integration.browser_support import (  # noqa: E402
     open_app,
     set_setting,
     upload_input,
+    with_loaded_image,
 )
 from integration.host_support import running_server  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image  # noqa: E402
 
 WORKFLOW = REPO / "example_workflows" / "regional_two_concepts_pose.json"
 EDITOR_NODE = 9
-# OpenPose-style skeleton (18 keypoints, COCO order) of a person standing, in units of the figure's height.
-POSE = [(0, -0.42), (0, -0.32), (-0.1, -0.31), (-0.14, -0.14), (-0.15, 0.02), (0.1, -0.31), (0.14, -0.14),
-        (0.15, 0.02), (-0.06, 0.04), (-0.07, 0.26), (-0.07, 0.47), (0.06, 0.04), (0.07, 0.26), (0.07, 0.47),
-        (-0.02, -0.44), (0.02, -0.44), (-0.05, -0.42), (0.05, -0.42)]
-LIMBS = [(1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
-         (1, 0), (0, 14), (14, 16), (0, 15), (15, 17)]
 
 
-def pose_image(width=768, height=512):
-    """Two standing figures, left and right, drawn as OpenPose skeletons on black (PNG bytes)."""
-    image = Image.new("RGB", (width, height))
-    draw = ImageDraw.Draw(image)
-    for cx in (0.25 * width, 0.75 * width):
-        points = [(cx + x * height * 0.9, height * 0.5 + y * height * 0.9) for x, y in POSE]
-        for i, (a, b) in enumerate(LIMBS):
-            hue = int(255 * i / len(LIMBS))
-            draw.line([points[a], points[b]], fill=(255 - hue, (hue * 3) % 256, hue), width=7)
-        for x, y in points:
-            draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=(255, 60, 60))
+def pose_image(workflow, width=768, height=512):
+    """The pose Region Pose Skeleton draws for the example's boxes (PNG bytes), to show behind them."""
+    from mixofshow_core import pose_skeleton
+
+    node = next(n for n in workflow["nodes"] if n["id"] == EDITOR_NODE)
+    boxes = [(r["x"], r["y"], r["width"], r["height"]) for r in json.loads(node["widgets_values"][0])["regions"]]
     out = io.BytesIO()
-    image.save(out, "PNG")
+    Image.fromarray(pose_skeleton.pose_image(boxes, width, height)).save(out, "PNG")
     return out.getvalue()
 
 
@@ -90,7 +81,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     workflow = json.loads(WORKFLOW.read_text())
     with chromedriver() as open_browser, running_server(Path(tempfile.mkdtemp()), settings=QUIET_SETTINGS) as url:
-        upload_input(url, "pose.png", pose_image())
+        upload_input(url, "pose.png", pose_image(workflow))
         browser = open_browser()
         try:
             open_app(browser, url)
@@ -100,7 +91,7 @@ def main():
                     continue
                 if has_vue_nodes(browser):
                     set_setting(browser, "Comfy.VueNodes.Enabled", vue)
-                load_workflow(browser, workflow)
+                load_workflow(browser, with_loaded_image(workflow, EDITOR_NODE, "pose.png"))
                 rect = settled_rect(browser, EDITOR_NODE)
                 path = out / f"region_editor_{rendering}.png"
                 crop(browser.screenshot(), rect).save(path, optimize=True)

@@ -147,6 +147,24 @@ def load_workflow(browser, workflow):
                      "Promise.resolve(app.loadGraphData(arguments[0])).then(() => done(1));", workflow)
 
 
+def with_loaded_image(workflow, node_id, image_name):
+    """A copy of a UI workflow with a Load Image node of ``image_name`` linked to node ``node_id``'s image input."""
+    workflow = json.loads(json.dumps(workflow))
+    loader_id = max(n["id"] for n in workflow["nodes"]) + 1
+    link_id = max([link[0] for link in workflow["links"]] + [0]) + 1
+    target = next(n for n in workflow["nodes"] if n["id"] == node_id)
+    slot = next(i for i, inp in enumerate(target["inputs"]) if inp["name"] == "image")
+    target["inputs"][slot]["link"] = link_id
+    workflow["nodes"].append({
+        "id": loader_id, "type": "LoadImage", "pos": [target["pos"][0] - 360, target["pos"][1]], "size": [320, 320],
+        "flags": {}, "order": 0, "mode": 0, "inputs": [], "properties": {}, "widgets_values": [image_name, "image"],
+        "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [link_id]}, {"name": "MASK", "type": "MASK",
+                                                                             "links": []}]})
+    workflow["links"].append([link_id, loader_id, 0, node_id, slot, "IMAGE"])
+    workflow["last_node_id"], workflow["last_link_id"] = loader_id, link_id
+    return workflow
+
+
 def upload_input(url, name, data):
     """Put a file in the server's input folder through its /upload/image endpoint."""
     boundary = uuid.uuid4().hex

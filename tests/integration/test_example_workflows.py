@@ -1,7 +1,8 @@
 """The shipped example workflows: well-formed UI JSON, and they run in the real executor.
 
 They run on the generated full-size SD1.5-shaped checkpoint with concept files in the original
-Mix-of-Show .pth layout, at 64x64 and one step.
+Mix-of-Show .pth layout, at 64x64 and one step. Nothing is put into the input folder: the workflows need
+no input files (test_workflows_as_opened.py runs them unchanged on a fresh server).
 """
 import glob
 import json
@@ -37,6 +38,40 @@ def test_ui_json_links_are_consistent(path):
     assert workflow["last_node_id"] == max(nodes) and workflow["last_link_id"] == len(workflow["links"])
 
 
+# Stock and pack nodes that read files a user would have to put into ComfyUI's input folder by hand.
+READS_INPUT_FILES = {"LoadImage", "LoadImageMask", "LoadImageOutput", "LoadImageDataSetFromFolder",
+                     "LoadImageTextDataSetFromFolder", "EDLoRADatasetFromFolder"}
+# Loader inputs that name a model file the user places (the Note must name each).
+MODEL_FILES = {"CheckpointLoaderSimple", "ControlNetLoader", "EDLoRALoader", "EDLoRAConceptList"}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_needs_no_input_files_and_its_note_names_every_model(path):
+    workflow = _load(path)
+    assert not READS_INPUT_FILES & {n["type"] for n in workflow["nodes"]}
+    notes = [n for n in workflow["nodes"] if n["type"] == "Note"]
+    assert len(notes) == 1 and notes[0]["inputs"] == [] and notes[0]["outputs"] == []
+    text = notes[0]["widgets_values"][0]
+    assert "What it shows:" in text and "Models you place" in text and "Change first:" in text
+    for node in workflow["nodes"]:
+        if node["type"] in MODEL_FILES:
+            assert node["widgets_values"][0] in text, (node["type"], node["widgets_values"][0])
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_region_boxes_leave_free_canvas_to_draw_another_box(path):
+    """A drag on free canvas draws a box (on a box it moves it): each example leaves a 0.2 x 0.2 square free."""
+    for node in _load(path)["nodes"]:
+        if node["type"] != "RegionBoxes":
+            continue
+        boxes = json.loads(node["widgets_values"][0])["regions"]
+        cells = [[not any(b["x"] - 1e-9 < (i + 0.5) / 20 < b["x"] + b["width"] + 1e-9
+                          and b["y"] - 1e-9 < (j + 0.5) / 20 < b["y"] + b["height"] + 1e-9 for b in boxes)
+                  for i in range(20)] for j in range(20)]  # free 0.05 cells, [row][column]
+        assert any(all(cells[j + dj][i + di] for dj in range(4) for di in range(4))
+                   for j in range(17) for i in range(17)), boxes
+
+
 @pytest.mark.fullsize
 @pytest.mark.parametrize("path", SD15_WORKFLOWS, ids=os.path.basename)
 def test_workflow_runs_with_official_checkpoints(host, sd15, path, request):
@@ -61,20 +96,6 @@ def test_workflow_runs_with_official_checkpoints(host, sd15, path, request):
             inputs.update(resolution=64, steps=1)
         elif node["class_type"] == "RegionalKSampler":
             inputs["steps"] = 1
-        elif node["class_type"] == "LoadImage":
-            import folder_paths
-            from PIL import Image
-
-            Image.new("RGB", (64, 64), (20, 200, 40)).save(os.path.join(folder_paths.get_input_directory(),
-                                                                        inputs["image"]))
-        elif node["class_type"] == "EDLoRADatasetFromFolder":
-            import folder_paths
-            from PIL import Image
-
-            folder = os.path.join(folder_paths.get_input_directory(), inputs["folder"])
-            os.makedirs(folder, exist_ok=True)
-            for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
-                Image.new("RGB", (72, 64), colour).save(os.path.join(folder, f"photo{i}.png"))
         elif node["class_type"] == "EDLoRATrain":
             # every widget landed on its input (the UI list has no names)
             assert (inputs["mode"], inputs["crop"], inputs["validation_cfg"], inputs["resume"]) == (

@@ -14,7 +14,8 @@ from integration.host_support import running_server
 from mixofshow_core.concept_init import init_concept
 from mixofshow_core.formats import WRITERS
 
-OUR_NODES = ("EDLoRALoader", "EDLoRATextEncode", "EDLoRAExport", "TestbedCheckpointLoader")
+OUR_NODES = ("EDLoRALoader", "EDLoRATextEncode", "EDLoRAExport", "TestbedCheckpointLoader", "TestbedConceptDataset",
+             "RegionPoseSkeleton")
 
 
 def _get(url):
