@@ -1,0 +1,94 @@
+"""Gradient fusion cost as concepts are added: time split and peak memory at 2, 4 and 8 concepts.
+
+Each count runs in its own process on the generated full-size SD1.5-shaped checkpoint (random weights) with
+official-layout random concepts, through the Gradient Fusion node's pipeline (closed form, default ridges).
+Printed per count: seconds in feature extraction (encoding and sampling with each concept), statistics (folding
+features into Gram matrices), solve, and the LoRA write; the share of statistics + solve; and the process's peak
+memory above what it held once the model was loaded (the memory fusion itself needs).
+
+    eval "$(bash scripts/host/provision.sh)"; $MOS_PYTHON benchmarks/bench_fusion_scale.py [--counts 2,4,8]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(count: int, resolution: int, steps: int) -> dict:
+    import torch
+
+    import comfy_host
+    import test_assets
+
+    host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-bench-scale-"))
+    import nodes
+
+    ckpt = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
+    os.symlink(ckpt, os.path.join(host.models("checkpoints"), "sd15.safetensors"))
+    glue, formats = host.pack("nodes.fusion_glue"), host.pack("mixofshow_core.formats")
+    kohya, config = host.pack("mixofshow_core.formats.kohya"), host.pack("mixofshow_core.config")
+    with torch.inference_mode():
+        model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]
+        nodes.CLIPTextEncode().encode(clip, "warm up")  # the text encoder loaded, as before any fusion
+        items = []
+        for i in range(count):
+            path = os.path.join(host.workdir, f"c{i}.pth")
+            test_assets.official_edlora_checkpoint(path, words=(f"<c{i}a>", f"<c{i}b>"), seed=200 + i)
+            items.append(glue.FusionItem(formats.load_concept(path)))
+        loaded = _peak_mb()
+        start = time.perf_counter()
+        _, _, deltas, report = glue.fuse(model, clip, items, config.FusionConfig(resolution=resolution, steps=steps))
+        fused_s = time.perf_counter() - start
+        start = time.perf_counter()
+        kohya.write_diff(deltas["text"], deltas["unet"], os.path.join(host.workdir, "fused.safetensors"))
+        write_s = time.perf_counter() - start
+    statistics, solve = sum(report.statistics_s.values()), sum(report.solve_s.values())
+    return {"features": fused_s - statistics - solve, "statistics": statistics, "solve": solve, "write": write_s,
+            "extra_mb": _peak_mb() - loaded, "loaded_mb": loaded}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--counts", default="2,4,8")
+    parser.add_argument("--resolution", type=int, default=64, help="feature collection image size (node: 512)")
+    parser.add_argument("--steps", type=int, default=2, help="feature collection steps (node: 20)")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(_child(args.child, args.resolution, args.steps)))
+        return
+    rows = {}
+    for count in (int(c) for c in args.counts.split(",")):
+        cmd = [sys.executable, __file__, "--child", str(count), "--resolution", str(args.resolution),
+               "--steps", str(args.steps)]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{count} concepts: failed\n{out.stderr[-2000:]}")
+            continue
+        rows[count] = json.loads(line[len("RESULT "):])
+    print(f"\ngradient fusion, SD1.5 shape, closed form, features at {args.resolution}px x {args.steps} steps")
+    print(f"{'concepts':>8} {'features s':>11} {'statistics s':>13} {'solve s':>8} {'write s':>8} "
+          f"{'stats+solve':>12} {'peak extra MB':>14} {'model loaded MB':>16}")
+    for count, r in rows.items():
+        total = r["features"] + r["statistics"] + r["solve"] + r["write"]
+        share = (r["statistics"] + r["solve"]) / total
+        print(f"{count:>8} {r['features']:>11.1f} {r['statistics']:>13.1f} {r['solve']:>8.1f} {r['write']:>8.2f} "
+              f"{share:>11.0%} {r['extra_mb']:>14.0f} {r['loaded_mb']:>16.0f}")
+
+
+if __name__ == "__main__":
+    main()
