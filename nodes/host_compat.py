@@ -1,6 +1,6 @@
 """What depends on the ComfyUI version: read this file first when a new ComfyUI release changes something.
 
-Checked on ComfyUI 2024-03 (a28a9dc8, opt-in test host), 0.3.75 (default host) and 0.33.0 (by hand).
+Checked on ComfyUI 2024-03 (a28a9dc8, opt-in test host) and 0.3.75 (default host).
 """
 from __future__ import annotations
 
