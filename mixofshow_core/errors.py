@@ -27,3 +27,9 @@ class RegionSpecError(MixOfShowError, ValueError):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code = code
+
+
+def first_of(items, limit: int) -> str:
+    """``items`` joined for an error message: the first ``limit``, then how many more."""
+    items = list(items)
+    return ", ".join(items[:limit]) + (f" (+{len(items) - limit} more)" if len(items) > limit else "")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import KeyMappingError
+from .errors import KeyMappingError, first_of
 
 _LDM_TRANSFORMER = re.compile(
     r"^(?:(?P<section>input_blocks|output_blocks)\.(?P<block>\d+)|middle_block)\.(?P<child>\d+)"
@@ -151,7 +151,7 @@ def map_unet_modules(layout: UNetLayout, modules: list[str]) -> dict[str, str]:
         except KeyMappingError:
             unmapped.append(module)
     if unmapped:
-        shown = ", ".join(unmapped[:12]) + (f" (+{len(unmapped) - 12} more)" if len(unmapped) > 12 else "")
+        shown = first_of(unmapped, 12)
         raise KeyMappingError(
             f"{len(unmapped)} UNet LoRA module(s) have no counterpart in this model: {shown}. Supported: layers "
             "inside its attention blocks (attn1/attn2 projections, ff layers, proj_in/proj_out). Otherwise the "

@@ -25,7 +25,7 @@ import torch
 
 from ..mixofshow_core import layer_context
 from ..mixofshow_core.concept import Concept, family_for_text_width
-from ..mixofshow_core.errors import BaseModelMismatchError, ConceptWordError, KeyMappingError
+from ..mixofshow_core.errors import BaseModelMismatchError, ConceptWordError, KeyMappingError, first_of
 from ..mixofshow_core.formats import kohya
 from ..mixofshow_core.unet_layout import CrossAttnSite, UNetLayout, map_unet_modules
 from ..mixofshow_core.words import find_words, substitute, unknown_angle_words
@@ -189,7 +189,7 @@ def _check_lora_keys(model: Any, clip: Any, concept: Concept, layout: UNetLayout
         else:
             targets[m] = (clip.cond_stage_model, key, pair)
     if strays:
-        shown = ", ".join(sorted(strays)[:12]) + (f" (+{len(strays) - 12} more)" if len(strays) > 12 else "")
+        shown = first_of(sorted(strays), 12)
         raise KeyMappingError(
             f"{len(strays)} LoRA module(s) of concept '{concept.name}' have no weight in this model: {shown}. "
             "The concept was trained on a different architecture."
@@ -200,7 +200,7 @@ def _check_lora_keys(model: Any, clip: Any, concept: Concept, layout: UNetLayout
         if shape[0] != pair.out_features or math.prod(shape[1:]) != pair.in_features or len(shape) not in (2, 4):
             misfits.append(f"{m} (LoRA [{pair.out_features}, {pair.in_features}], weight {list(shape)})")
     if misfits:
-        shown = ", ".join(sorted(misfits)[:6]) + (f" (+{len(misfits) - 6} more)" if len(misfits) > 6 else "")
+        shown = first_of(sorted(misfits), 6)
         raise KeyMappingError(
             f"{len(misfits)} LoRA module(s) of concept '{concept.name}' do not fit this model's weights: {shown}. "
             "Supported: a linear weight [out, in] or a 1x1 convolution [out, in, 1, 1]; the concept was trained "

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import torch
 
 from ..concept import Concept
-from ..errors import ConceptFileError
+from ..errors import ConceptFileError, first_of
 from ..lora import SUPPORTED_SHAPES, LoRAPair
 from . import file_kinds
 
@@ -84,7 +84,7 @@ def _pairs(path: Path, tensors: dict[str, torch.Tensor], part: str) -> dict[str,
         else:
             unknown.append(f"{key} {list(getattr(value, 'shape', [type(value).__name__]))}")
     if unknown:
-        shown = ", ".join(sorted(unknown)[:6]) + (f" (+{len(unknown) - 6} more)" if len(unknown) > 6 else "")
+        shown = first_of(sorted(unknown), 6)
         raise ConceptFileError(
             f"{path.name}: params/{part} holds entries that are not LoRA factors: {shown}. Supported: "
             "'<module>.lora_down.weight'/'.lora_up.weight' (main branch) or '<module>_lora.down.weight'/"

@@ -117,6 +117,21 @@ def running_server(root, settings=None):
     (root / "concepts").mkdir(exist_ok=True)
     (root / "paths.yaml").write_text(
         f"mos_test:\n  base_path: {root}\n  custom_nodes: custom_nodes\n  edloras: concepts\n")
+    user = []
+    if settings is not None:
+        (root / "user" / "default").mkdir(parents=True, exist_ok=True)
+        (root / "user" / "default" / "comfy.settings.json").write_text(json.dumps(settings))
+        user = ["--user-directory", str(root / "user")]
+    with comfy_server(["--extra-model-paths-config", str(root / "paths.yaml"), "--output-directory",
+                       str(root / "out")] + user, root / "server.log") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def comfy_server(args, log_path):
+    """``main.py --cpu <args>`` of COMFYUI_PATH on a free port, with the shims on its path; yields its URL."""
+    import comfy_host
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -124,16 +139,9 @@ def running_server(root, settings=None):
     shim = os.environ.get("MOS_TORCHVISION_SHIM")
     if shim:
         env["PYTHONPATH"] = shim + os.pathsep + env.get("PYTHONPATH", "")
-    user = []
-    if settings is not None:
-        (root / "user" / "default").mkdir(parents=True, exist_ok=True)
-        (root / "user" / "default" / "comfy.settings.json").write_text(json.dumps(settings))
-        user = ["--user-directory", str(root / "user")]
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-         "--extra-model-paths-config", str(root / "paths.yaml"), "--output-directory", str(root / "out")] + user,
-        cwd=comfy_host.comfy_path(), stdout=log, stderr=subprocess.STDOUT, env=env)
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)] + args,
+                            cwd=comfy_host.comfy_path(), stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -145,7 +153,7 @@ def running_server(root, settings=None):
                     break
                 time.sleep(0.25)
         if proc.poll() is not None:
-            raise RuntimeError("ComfyUI server did not start:\n" + (root / "server.log").read_text()[-3000:])
+            raise RuntimeError("ComfyUI server did not start:\n" + log_path.read_text()[-3000:])
         yield url
     finally:
         proc.terminate()

@@ -21,15 +21,13 @@ import contextlib
 import glob
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
+from integration.host_support import comfy_server
 from PIL import Image
 
 import comfy_host
@@ -62,35 +60,9 @@ def fresh_server(base):
     (base / "custom_nodes").mkdir(parents=True)
     os.symlink(comfy_host.REPO, base / "custom_nodes" / PACK)
     (base / "input").mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ)
-    shim = os.environ.get("MOS_TORCHVISION_SHIM")
-    if shim:
-        env["PYTHONPATH"] = shim + os.pathsep + env.get("PYTHONPATH", "")
-    log = open(base / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory",
-         str(base), "--input-directory", str(base / "input")],
-        cwd=comfy_host.comfy_path(), stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url + "/system_stats", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.25)
-        if proc.poll() is not None:
-            raise RuntimeError("ComfyUI server did not start:\n" + (base / "server.log").read_text()[-3000:])
+    with comfy_server(["--base-directory", str(base), "--input-directory", str(base / "input")],
+                      base / "server.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def _place_models(base, workflow):
