@@ -55,7 +55,7 @@ def capture(path: str, concepts: int, resolution: int, steps: int) -> None:
 
     ckpt = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
     os.symlink(ckpt, os.path.join(host.models("checkpoints"), "sd15.safetensors"))
-    glue, formats = host.pack("nodes.fusion_glue"), host.pack("mixofshow_core.formats")
+    glue, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
     config = host.pack("mixofshow_core.config").FusionConfig(resolution=resolution, steps=steps,
                                                                accumulate_fp64=False)
     groups = {g for _, g, _, _ in LAYERS}
@@ -78,7 +78,7 @@ def capture(path: str, concepts: int, resolution: int, steps: int) -> None:
               f"({resolution}px, {steps} steps)")
         tensors = {}
         unet = model.model.diffusion_model
-        layout = host.pack("nodes.comfy_glue").unet_layout(model)
+        layout = host.pack("nodes.model_layout").unet_layout(model)
         for stage, group, module, _ in LAYERS:
             for i in range(concepts):
                 tensors[f"x.{group}.{i}"] = torch.cat(store[group][i])

@@ -67,8 +67,8 @@ def main() -> None:
     host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-bench-safety-"))
     import nodes
 
-    glue, formats = host.pack("nodes.fusion_glue"), host.pack("mixofshow_core.formats")
-    fusion, cglue = host.pack("mixofshow_core.fusion"), host.pack("nodes.comfy_glue")
+    glue, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
+    fusion, cglue = host.pack("mixofshow_core.fusion"), host.pack("nodes.concepts.layerwise")
     config_mod = host.pack("mixofshow_core.config")
     ckpt = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
     os.symlink(ckpt, os.path.join(host.models("checkpoints"), "sd15.safetensors"))
@@ -80,7 +80,7 @@ def main() -> None:
     with torch.inference_mode():
         model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]
         unet, text_root = model.model.diffusion_model, clip.cond_stage_model
-        layout = cglue.unet_layout(model)
+        layout = host.pack("nodes.model_layout").unet_layout(model)
 
         def weight_of(module):
             if module.startswith("text_model."):
@@ -101,7 +101,7 @@ def main() -> None:
 
         # held-out features: K/V inputs are the fused encoder's per-layer contexts of ordinary prompts (all tokens
         # up to the end token); text-encoder inputs are recorded with hooks while the base encoder reads them
-        sites = cglue.cross_attention_sites(model)
+        sites = host.pack("nodes.model_layout").cross_attention_sites(model)
         held: dict[str, list[torch.Tensor]] = {}
         for text in HELD_OUT:
             contexts = cglue.layer_contexts(fused_clip, text)[0]  # (L, T, D)

@@ -38,7 +38,7 @@ def _child(count: int, resolution: int, steps: int) -> dict:
 
     ckpt = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
     os.symlink(ckpt, os.path.join(host.models("checkpoints"), "sd15.safetensors"))
-    glue, formats = host.pack("nodes.fusion_glue"), host.pack("mixofshow_core.formats")
+    glue, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
     kohya, config = host.pack("mixofshow_core.formats.kohya"), host.pack("mixofshow_core.config")
     with torch.inference_mode():
         model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]

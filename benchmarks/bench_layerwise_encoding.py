@@ -33,7 +33,7 @@ def main() -> None:
     ckpt = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
     os.symlink(ckpt, os.path.join(host.models("checkpoints"), "sd15.safetensors"))
     test_assets.official_edlora_checkpoint(os.path.join(host.models("edloras"), "potter.pth"))
-    concept_nodes = host.pack("nodes.concept_nodes")
+    concept_nodes = host.pack("nodes.concepts.nodes")
     with torch.inference_mode():
         model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]
         model, clip = concept_nodes.EDLoRALoader().load(model, clip, "potter.pth", 1.0, 1.0)

@@ -32,7 +32,7 @@ def main() -> None:
 
     ckpt = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
     os.symlink(ckpt, os.path.join(host.models("checkpoints"), "sd15.safetensors"))
-    region_nodes = host.pack("nodes.region_nodes")
+    region_nodes = host.pack("nodes.regions.nodes")
     with torch.inference_mode():
         model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]
         positive = nodes.CLIPTextEncode().encode(clip, "a street at night, people walking")[0]

@@ -36,7 +36,7 @@ def _load(host, kind: str):
 
     if kind == "testbed":
         with torch.inference_mode():
-            return host.pack("nodes.testbed").build_testbed(0, std=None)
+            return host.pack("testbed.model").build_testbed(0, std=None)
     import nodes
 
     import test_assets
@@ -72,7 +72,7 @@ def _child(args) -> dict:
         base = torch.cuda.max_memory_allocated() / 2**20 if gpu else _peak_mb()
         start = time.perf_counter()
         if args.trainer == "edlora":
-            tn = host.pack("nodes.training_nodes")
+            tn = host.pack("nodes.training.nodes")
             data = tn.EDLoRADataset().build(images, prompt)[0]
             tn.EDLoRATrain().train(model, clip, vae, data, "bench", "<b1> <b2>", "<rand-0.013> man", args.steps, 1, 2,
                                    args.resolution, 0, False, attn_reg_weight=0.0, save_every=0, rank=args.rank,

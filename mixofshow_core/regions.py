@@ -146,14 +146,6 @@ def attention_grid(latent_h: int, latent_w: int, tokens: int) -> tuple[int, int]
     raise RegionSpecError("bad_shape", f"no downsampling level of a {latent_h}x{latent_w} latent has {tokens} tokens.")
 
 
-@dataclass
-class RasterNote:
-    """A region that would vanish at some resolution and was given its centre cell instead."""
-
-    region: int
-    grid: tuple[int, int]
-
-
 def rasterize(region: Region, h: int, w: int) -> tuple[torch.Tensor, bool]:
     """Binary mask [h, w] of a region at one attention resolution, and whether it had to be rescued.
 

@@ -1,4 +1,5 @@
-"""Write the UI-format example workflows in example_workflows/ from compact descriptions.
+"""Write the UI-format example workflows (example_workflows/, and the testbed's in testbed/workflows/) from
+compact descriptions.
 
 Run after changing a node's widgets: `python scripts/build_example_workflows.py`. The files are what
 the frontend saves (nodes with widgets_values, links table, version 0.4), so they load by drag and drop
@@ -14,7 +15,8 @@ import runpy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "example_workflows")
-WORLD = runpy.run_path(os.path.join(REPO, "mixofshow_core", "world", "recipe.py"))  # plain data, no torch needed
+TESTBED_OUT = os.path.join(REPO, "testbed", "workflows")
+WORLD = runpy.run_path(os.path.join(REPO, "testbed", "world", "recipe.py"))  # plain data, no torch needed
 DEFAULT_FUSE = runpy.run_path(os.path.join(REPO, "mixofshow_core", "config.py"))["FusionConfig"]()  # node defaults
 NEGATIVE = ("longbody, lowres, bad anatomy, bad hands, missing fingers, extra digit, fewer digits, cropped, "
             "worst quality, low quality")  # the official Mix-of-Show negative prompt
@@ -294,7 +296,8 @@ def train_one():
         "ComfyUI/input, e.g. training/my_concept: name.png with an optional caption name.txt containing <TOK> and "
         "an optional mask masks/name.png) or by ED-LoRA Dataset (an IMAGE batch, e.g. from Load Image). Then in "
         "ED-LoRA Train: concept_name, words, and init's class word (man, woman, dog, ...), and the words in the "
-        "prompts. Training SD1.5 wants a GPU; on a CPU, try world_1_train_concepts.json."))
+        "prompts. Training SD1.5 wants a GPU; on a CPU, try testbed/workflows/world_1_train_concepts.json "
+        "(drag it in)."))
 
 
 def world_train():
@@ -374,11 +377,12 @@ def world_regions():
 
 
 if __name__ == "__main__":
-    os.makedirs(OUT, exist_ok=True)
-    for name, workflow in (("edlora_single_concept", single_concept()), ("edlora_two_concepts", two_concepts()),
-                           ("fuse_three_concepts", fuse_three()), ("regional_two_concepts_pose", regional_pose()),
-                           ("train_one_concept", train_one()), ("world_1_train_concepts", world_train()),
-                           ("world_2_fuse_and_regions", world_regions())):
-        with open(os.path.join(OUT, f"{name}.json"), "w") as f:
+    for folder, name, workflow in (
+            (OUT, "edlora_single_concept", single_concept()), (OUT, "edlora_two_concepts", two_concepts()),
+            (OUT, "fuse_three_concepts", fuse_three()), (OUT, "regional_two_concepts_pose", regional_pose()),
+            (OUT, "train_one_concept", train_one()), (TESTBED_OUT, "world_1_train_concepts", world_train()),
+            (TESTBED_OUT, "world_2_fuse_and_regions", world_regions())):
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, f"{name}.json"), "w") as f:
             json.dump(workflow, f, indent=2)
             f.write("\n")

@@ -4,7 +4,7 @@
 
 With neither --checkpoint nor --workflow (the default), the world demo runs on the built-in
 world-trained testbed: it trains three novel concepts from photos made in the graph (Testbed Concept
-Dataset; example_workflows/world_1_train_concepts.json), fuses them and samples them in three boxes, with
+Dataset; testbed/workflows/world_1_train_concepts.json), fuses them and samples them in three boxes, with
 regions and with the global prompt only (world_2_fuse_and_regions.json), then scores every box with the
 world's recogniser and writes report.md next to the images.
 
@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import comfy_host  # noqa: E402
 
 WORKFLOWS = os.path.join(comfy_host.REPO, "example_workflows")
+WORLD_WORKFLOWS = os.path.join(comfy_host.REPO, "testbed", "workflows")
 DEFAULT_WORKFLOW = os.path.join(WORKFLOWS, "edlora_single_concept.json")
 
 
@@ -85,13 +86,14 @@ def _make_demo_concepts(prompt, loaders, host, torch):
     with torch.inference_mode():
         loader = prompt[first]
         if loader["class_type"] == "TestbedCheckpointLoader":
-            model, clip, _ = host.pack("nodes.testbed").build_testbed(loader["inputs"]["seed"])
+            model, clip, _ = host.pack("testbed.model").build_testbed(loader["inputs"]["seed"])
         else:
             model, clip = nodes.CheckpointLoaderSimple().load_checkpoint(loader["inputs"]["ckpt_name"])[:2]
-        glue, targets = host.pack("nodes.comfy_glue"), host.pack("nodes.adapt_targets")
+        layout, layerwise = host.pack("nodes.model_layout"), host.pack("nodes.concepts.layerwise")
+        targets = host.pack("nodes.training.targets")
         init, formats = host.pack("mixofshow_core.concept_init"), host.pack("mixofshow_core.formats")
-        layers = len(glue.cross_attention_sites(model))
-        table = glue.embedding_table(clip)
+        layers = len(layout.cross_attention_sites(model))
+        table = layerwise.embedding_table(clip)
         for seed, key in enumerate(loaders):
             words = prompt[key].pop("_demo_words", None)
             if not words:
@@ -136,14 +138,14 @@ def world_demo(host, out: str, steps: int | None) -> int:
     import numpy as np
     from PIL import Image
 
-    recipe = host.pack("mixofshow_core.world.recipe")
-    world, fidelity = host.pack("mixofshow_core.world.concepts"), host.pack("mixofshow_core.world.fidelity")
-    scorer, intervals = host.pack("mixofshow_core.world.scorer"), host.pack("mixofshow_core.world.intervals")
+    recipe = host.pack("testbed.world.recipe")
+    world, fidelity = host.pack("testbed.world.concepts"), host.pack("testbed.world.fidelity")
+    scorer, intervals = host.pack("testbed.world.scorer"), host.pack("testbed.world.intervals")
     concepts = [c for name in recipe.DEMO_CONCEPTS for c in world.CONCEPTS if c.name == name]
     for concept in concepts:
         print(f"[demo] {concept.name} ({concept.look.phrase()[2:]}): 6 photos from Testbed Concept Dataset")
     start = time.time()
-    with open(os.path.join(WORKFLOWS, "world_1_train_concepts.json")) as f:
+    with open(os.path.join(WORLD_WORKFLOWS, "world_1_train_concepts.json")) as f:
         train = comfy_host.ui_to_api(json.load(f))
     for node in train.values():
         if node["class_type"] == "EDLoRATrain":
@@ -153,7 +155,7 @@ def world_demo(host, out: str, steps: int | None) -> int:
     _run(train)
     print(f"[demo] trained {len(concepts)} concepts in {time.time() - start:.1f} s")
     start = time.time()
-    with open(os.path.join(WORKFLOWS, "world_2_fuse_and_regions.json")) as f:
+    with open(os.path.join(WORLD_WORKFLOWS, "world_2_fuse_and_regions.json")) as f:
         outputs = _run(comfy_host.ui_to_api(json.load(f)))
     print(f"[demo] fused them and sampled with and without regions in {time.time() - start:.1f} s")
     boxes = recipe.LAYOUTS[len(concepts)]
@@ -217,7 +219,7 @@ def main(argv=None) -> int:
 
 
 def _main(args, host) -> int:
-    world_weights = host.pack("nodes.testbed_nodes").WORLD_WEIGHTS
+    world_weights = host.pack("testbed.nodes").WORLD_WEIGHTS
     if not args.checkpoint and not args.workflow:
         if os.path.isfile(world_weights):
             return world_demo(host, os.path.abspath(args.out), args.steps)

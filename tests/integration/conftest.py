@@ -42,9 +42,9 @@ def _inference_mode():
 @pytest.fixture(scope="session")
 def backward_supported(host) -> bool:
     """Whether this ComfyUI back-propagates through its UNet as shipped (0.3.41 and newer); training needs it."""
-    glue = host.pack("nodes.train_glue")
+    glue = host.pack("nodes.training.train_host")
     with torch.inference_mode():
-        model = host.pack("nodes.testbed").build_testbed(0)[0].clone()
+        model = host.pack("testbed.model").build_testbed(0)[0].clone()
     with torch.inference_mode(False), torch.enable_grad():
         glue.prepare_for_autograd(model.model.diffusion_model)
         try:
@@ -58,7 +58,7 @@ def backward_supported(host) -> bool:
 def trains(backward_supported, host):
     """Skips a test that trains on a host that cannot (the opt-in 2024 host; training needs 0.3.41)."""
     if not backward_supported:
-        pytest.skip(f"ComfyUI {host.pack('nodes.host_compat').host_version()} cannot back-propagate through its "
+        pytest.skip(f"ComfyUI {host.pack('nodes.comfy_version').host_version()} cannot back-propagate through its "
                     "UNet; training needs 0.3.41 or newer (the node's error is checked in test_old_host_error)")
 
 
@@ -73,7 +73,7 @@ def cn(host):
 @pytest.fixture(scope="session")
 def testbed(host):
     with torch.inference_mode():
-        return host.pack("nodes.testbed").build_testbed(0)
+        return host.pack("testbed.model").build_testbed(0)
 
 
 @pytest.fixture(scope="session")

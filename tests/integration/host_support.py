@@ -12,10 +12,10 @@ import torch
 
 def random_concept(host, model, clip, words=("<cat1>", "<cat2>"), seed=0, up_std=0.02, distinct_layers=True):
     """A concept fitted to (model, clip) with visible LoRA and different rows per layer."""
-    glue = host.pack("nodes.comfy_glue")
-    targets = host.pack("nodes.adapt_targets")
+    layout = host.pack("nodes.model_layout")
+    targets = host.pack("nodes.training.targets")
     init = host.pack("mixofshow_core.concept_init")
-    layers, width = len(glue.cross_attention_sites(model)), glue.clip_text_width(clip)
+    layers, width = len(layout.cross_attention_sites(model)), layout.clip_text_width(clip)
     g = torch.Generator().manual_seed(seed)
     concept = init.init_concept(list(words), [torch.randn(width, generator=g) for _ in words], layers,
                                 targets.text_targets(clip), targets.unet_targets(model), seed=seed, up_std=up_std)
@@ -66,7 +66,7 @@ def reference_contexts(host, cn, clip, template, words, layers):
     """
     from safetensors.torch import save_file
 
-    registry = host.pack("nodes.comfy_glue").concept_registry(clip)
+    registry = host.pack("nodes.concepts.layerwise").concept_registry(clip)
     out = []
     for layer in range(layers):
         names = []
@@ -97,7 +97,7 @@ def check_recorded(recorder, table, expected_by_kind, atol=1e-4):
 
 
 def layer_table(host, model):
-    sites = host.pack("nodes.comfy_glue").cross_attention_sites(model)
+    sites = host.pack("nodes.model_layout").cross_attention_sites(model)
     return {(s.block[0], s.block[1], s.depth): s.index for s in sites}
 
 

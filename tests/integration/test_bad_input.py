@@ -9,7 +9,7 @@ import test_assets
 
 
 def _loader(host):
-    return host.pack("nodes.concept_nodes").EDLoRALoader()
+    return host.pack("nodes.concepts.nodes").EDLoRALoader()
 
 
 def _errors(host):

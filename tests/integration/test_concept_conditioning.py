@@ -18,14 +18,14 @@ def two_concepts(host, testbed):
     model, clip, _ = testbed
     write_concept(host, random_concept(host, model, clip, ("<cat1>", "<cat2>"), seed=1), "cat.safetensors")
     write_concept(host, random_concept(host, model, clip, ("<dog1>", "<dog2>"), seed=2), "dog.safetensors")
-    loader = host.pack("nodes.concept_nodes").EDLoRALoader()
+    loader = host.pack("nodes.concepts.nodes").EDLoRALoader()
     with torch.inference_mode():
         m, c = loader.load(model, clip, "cat.safetensors", 1.0, 1.0)
         return loader.load(m, c, "dog.safetensors", 0.8, 0.9)
 
 
 def _encode(host, clip, text):
-    return host.pack("nodes.concept_nodes").EDLoRATextEncode().encode(clip, text)[0]
+    return host.pack("nodes.concepts.nodes").EDLoRATextEncode().encode(clip, text)[0]
 
 
 def _sample(cn, model, positive, negative, batch=1, steps=1, seed=0):
@@ -72,7 +72,7 @@ def test_stock_negative_areas_masks_and_combined_conds(host, cn, two_concepts):
 
 def test_controlnet_sees_the_layer_mean_and_changes_the_result(host, cn, two_concepts):
     model, clip = two_concepts
-    control = host.pack("nodes.testbed").build_controlnet(seed=5)
+    control = host.pack("testbed.model").build_controlnet(seed=5)
     seen = []
     control.control_model.register_forward_pre_hook(lambda mod, args, kw: seen.append(kw["context"].clone()),
                                                     with_kwargs=True)
@@ -83,17 +83,17 @@ def test_controlnet_sees_the_layer_mean_and_changes_the_result(host, cn, two_con
     with_control = _sample(cn, model, pos_c, neg_c)
     without = _sample(cn, model, positive, negative)
     assert seen and seen[0].shape[1] == 77  # layer mean, not the packed 16 x 77 tokens
-    glue = host.pack("nodes.comfy_glue")
+    layerwise = host.pack("nodes.concepts.layerwise")
     mean = host.pack("mixofshow_core.layer_context").mean_over_layers(positive[0][0], 16)[0]
     assert any(torch.allclose(row, mean, atol=1e-5) for ctx in seen for row in ctx)
     assert not torch.allclose(with_control, without)
-    assert glue.has_layer_patch(model)
+    assert layerwise.has_layer_patch(model)
 
 
 def test_strength_zero_keeps_the_embedding_but_drops_lora(host, cn, testbed):
     model, clip, _ = testbed
     write_concept(host, random_concept(host, model, clip, ("<fox1>",), seed=3, up_std=0.5), "fox.safetensors")
-    loader = host.pack("nodes.concept_nodes").EDLoRALoader()
+    loader = host.pack("nodes.concepts.nodes").EDLoRALoader()
     m0, c0 = loader.load(model, clip, "fox.safetensors", 0.0, 0.0)
     m1, c1 = loader.load(model, clip, "fox.safetensors", 1.0, 1.0)
     plain = cn.CLIPTextEncode().encode(clip, "a red fox")[0]

@@ -17,7 +17,8 @@ from PIL import Image
 import comfy_host
 import test_assets
 
-WORKFLOWS = sorted(glob.glob(os.path.join(comfy_host.REPO, "example_workflows", "*.json")))
+WORKFLOWS = sorted(glob.glob(os.path.join(comfy_host.REPO, "example_workflows", "*.json"))
+                   + glob.glob(os.path.join(comfy_host.REPO, "testbed", "workflows", "*.json")))
 # The world demo's workflows run on the built-in world model (test_demo_* below), the rest on SD1.5.
 SD15_WORKFLOWS = [p for p in WORKFLOWS if not os.path.basename(p).startswith("world_")]
 
@@ -131,7 +132,7 @@ def test_demo_command_runs_a_workflow_on_the_random_testbed(tmp_path):
 
 def test_default_demo_trains_fuses_places_and_scores(host, tmp_path, trains):
     """The README's main job (short training here): 3 concepts trained, fused, sampled in boxes, scored."""
-    if not os.path.isfile(host.pack("nodes.testbed_nodes").WORLD_WEIGHTS):
+    if not os.path.isfile(host.pack("testbed.nodes").WORLD_WEIGHTS):
         pytest.skip("the world testbed weights are not in this checkout")
     stdout, images = _demo(tmp_path, "--steps", "10")
     assert "trained 3 concepts" in stdout

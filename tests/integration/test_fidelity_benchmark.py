@@ -1,4 +1,4 @@
-"""benchmarks/bench_fidelity.py runs end to end on the world testbed (3 concepts, 2 training steps, 1 image
+"""testbed/bench_fidelity.py runs end to end on the world testbed (3 concepts, 2 training steps, 1 image
 per measurement) and reports every row the README's tables are built from."""
 import json
 import os
@@ -11,10 +11,10 @@ import comfy_host
 
 
 def test_fidelity_benchmark_reports_every_measure(host, tmp_path, trains):
-    if not os.path.isfile(host.pack("nodes.testbed_nodes").WORLD_WEIGHTS):
+    if not os.path.isfile(host.pack("testbed.nodes").WORLD_WEIGHTS):
         pytest.skip("the world testbed weights are not in this checkout")
     out = tmp_path / "fidelity.json"
-    run = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "benchmarks", "bench_fidelity.py"),
+    run = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "testbed", "bench_fidelity.py"),
                           "--concepts", "3", "--images", "1", "--steps", "2", "--ridges", "1e-2",
                           "--train", "lr_unet=4e-3", "--json", str(out)],
                          capture_output=True, text=True, timeout=900, env=os.environ.copy())
@@ -63,7 +63,7 @@ def test_fidelity_benchmark_reports_every_measure(host, tmp_path, trains):
 
 
 def test_fidelity_benchmark_rejects_an_unknown_training_input(host):
-    run = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "benchmarks", "bench_fidelity.py"),
+    run = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "testbed", "bench_fidelity.py"),
                           "--concepts", "2", "--train", "lr_unte=4e-3"],
                          capture_output=True, text=True, timeout=300, env=os.environ.copy())
     assert run.returncode != 0

@@ -12,18 +12,18 @@ pytestmark = pytest.mark.fullsize
 
 def test_fuse_save_reload_keeps_every_word(host, cn, sd15, capsys):
     model, clip, vae, _ = sd15
-    loader = host.pack("nodes.concept_nodes").EDLoRALoader()
+    loader = host.pack("nodes.concepts.nodes").EDLoRALoader()
     for i, name in enumerate(("anna", "bert")):
         test_assets.official_edlora_checkpoint(os.path.join(host.models("edloras"), f"{name}.pth"),
                                                words=(f"<{name}1>", f"<{name}2>"), seed=40 + i)
         model, clip = loader.load(model, clip, f"{name}.pth", 1.0, 1.0)
-    fused_model, fused_clip, report = host.pack("nodes.fusion_nodes").GradientFusion().fuse(
+    fused_model, fused_clip, report = host.pack("nodes.fusion.nodes").GradientFusion().fuse(
         model, clip, "closed_form", 2, 64, 0, 1e-4)
     with capsys.disabled():
         print("\n" + report)
     assert "48 layers" in report and "32 layers" in report and "96 layers" in report
 
-    bundle = host.pack("nodes.fusion_nodes").EDLoRASaveBundle().save(fused_clip, "anna_bert")["result"][0]
+    bundle = host.pack("nodes.fusion.nodes").EDLoRASaveBundle().save(fused_clip, "anna_bert")["result"][0]
     cn.NODE_CLASS_MAPPINGS["CheckpointSave"]().save(fused_model, fused_clip, vae, "checkpoints/fused_anna_bert")
     saved = os.path.join(host.output(), "checkpoints", "fused_anna_bert_00001_.safetensors")
     link = os.path.join(host.models("checkpoints"), "fused_anna_bert.safetensors")
@@ -31,7 +31,7 @@ def test_fuse_save_reload_keeps_every_word(host, cn, sd15, capsys):
     try:
         re_model, re_clip = cn.CheckpointLoaderSimple().load_checkpoint("fused_anna_bert.safetensors")[:2]
         re_model, re_clip = loader.load(re_model, re_clip, os.path.basename(bundle), 1.0, 1.0)
-        encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+        encode = host.pack("nodes.concepts.nodes").EDLoRATextEncode()
         text = "a <anna1> <anna2> and a <bert1> <bert2> in a park"
         fused_cond, re_cond = encode.encode(fused_clip, text)[0], encode.encode(re_clip, text)[0]
         assert torch.allclose(fused_cond[0][0], re_cond[0][0], atol=1e-4)

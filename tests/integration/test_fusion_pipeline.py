@@ -9,7 +9,7 @@ WORDS = ("cat", "dog", "owl")
 @pytest.fixture(scope="module")
 def chain(host, testbed):
     model, clip, _ = testbed
-    loader = host.pack("nodes.concept_nodes").EDLoRALoader()
+    loader = host.pack("nodes.concepts.nodes").EDLoRALoader()
     with torch.inference_mode():
         for i, w in enumerate(WORDS):
             concept = random_concept(host, model, clip, (f"<{w}1>", f"<{w}2>"), seed=10 + i, up_std=0.05)
@@ -19,7 +19,7 @@ def chain(host, testbed):
 
 
 def _items(host, names, alpha=1.0):
-    glue, formats = host.pack("nodes.fusion_glue"), host.pack("mixofshow_core.formats")
+    glue, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
     return [glue.FusionItem(formats.load_concept(f"{host.models('edloras')}/fuse_{n}.safetensors"), alpha, alpha)
             for n in names]
 
@@ -28,7 +28,7 @@ def _items_clip(host, clip):
     """The base CLIP with the cat words but no LoRA: what the fusion must move away from."""
     clip = clip.clone()
     concept = _items(host, ["cat"])[0].concept
-    host.pack("nodes.comfy_glue").register_words(clip, concept, 16, concept.name)
+    host.pack("nodes.concepts.layerwise").register_words(clip, concept, 16, concept.name)
     return clip
 
 
@@ -37,17 +37,17 @@ def _fuse(host, testbed, names, **cfg):
         cfg.setdefault("spatial_ridge", cfg["ridge"])
     config = host.pack("mixofshow_core.config").FusionConfig(resolution=64, steps=3, **cfg)
     model, clip, _ = testbed
-    return host.pack("nodes.fusion_glue").fuse(model, clip, _items(host, names), config)
+    return host.pack("nodes.fusion.pipeline").fuse(model, clip, _items(host, names), config)
 
 
 def test_node_fuses_a_loader_chain_and_every_word_samples(host, cn, chain):
-    fused_model, fused_clip, report = host.pack("nodes.fusion_nodes").GradientFusion().fuse(
+    fused_model, fused_clip, report = host.pack("nodes.fusion.nodes").GradientFusion().fuse(
         *chain, "closed_form", 3, 64, 0, 0.0, spatial_ridge=0.0)
     assert "fused 3 concept(s)" in report and "96 layers" in report and "32 layers" in report
-    registry = host.pack("nodes.comfy_glue").concept_registry(fused_clip)
+    registry = host.pack("nodes.concepts.layerwise").concept_registry(fused_clip)
     assert sorted(registry) == sorted(f"<{w}{i}>" for w in WORDS for i in (1, 2))
-    assert not host.pack("nodes.comfy_glue").loaded_concepts(fused_model)
-    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    assert not host.pack("nodes.concepts.model_patches").loaded_concepts(fused_model)
+    encode = host.pack("nodes.concepts.nodes").EDLoRATextEncode()
     cond = encode.encode(fused_clip, "a <cat1> <cat2>, a <dog1> <dog2> and a <owl1> <owl2>")[0]
     latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
     samples = cn.common_ksampler(fused_model, 0, 2, 5.0, "euler", "normal", cond, cond, latent)[0]["samples"]
@@ -56,12 +56,12 @@ def test_node_fuses_a_loader_chain_and_every_word_samples(host, cn, chain):
 
 def test_fused_kv_reproduce_each_concepts_kv_on_its_rows(host, testbed):
     _, fused_clip, deltas, _ = _fuse(host, testbed, WORDS, ridge=0.0)
-    glue = host.pack("nodes.comfy_glue")
-    sites = glue.cross_attention_sites(testbed[0])
+    layerwise = host.pack("nodes.concepts.layerwise")
+    sites = host.pack("nodes.model_layout").cross_attention_sites(testbed[0])
     for item in _items(host, WORDS):
         words = " ".join(item.concept.words)
         for template in ("photo of a {}", "{}"):
-            contexts, _, positions = glue.layer_contexts(fused_clip, template.format(words))
+            contexts, _, positions = layerwise.layer_contexts(fused_clip, template.format(words))
             assert len(positions) == 3
             for site in sites:
                 for proj in ("to_k", "to_v"):
@@ -87,14 +87,14 @@ def test_one_concept_fuses_to_itself(host, testbed):
     assert report.residual["text encoder"] < 1e-2 and report.residual["cross-attention K/V"] < 1e-2
     assert report.residual["UNet attention"] < 0.25
     # so through the whole (nonlinear) text encoder, the fusion prompt's tokens come out as the concept's own
-    _, own_clip = host.pack("nodes.concept_nodes").EDLoRALoader().load(model, clip, "fuse_cat.safetensors", 1.0, 1.0)
-    glue = host.pack("nodes.comfy_glue")
+    _, own_clip = host.pack("nodes.concepts.nodes").EDLoRALoader().load(model, clip, "fuse_cat.safetensors", 1.0, 1.0)
+    layerwise = host.pack("nodes.concepts.layerwise")
     text = "photo of a <cat1> <cat2>"
-    length = glue.prompt_length(own_clip, text)
-    fused_ctx, own_ctx = glue.layer_contexts(fused_clip, text)[0], glue.layer_contexts(own_clip, text)[0]
+    length = layerwise.prompt_length(own_clip, text)
+    fused_ctx, own_ctx = layerwise.layer_contexts(fused_clip, text)[0], layerwise.layer_contexts(own_clip, text)[0]
     # (ComfyUI keeps this CLIP's weights in fp16 on CPU: patched weights are rounded to ~3e-5)
     assert torch.allclose(fused_ctx[:, :length], own_ctx[:, :length], atol=2e-3)
-    assert not torch.allclose(own_ctx, glue.layer_contexts(_items_clip(host, clip), text)[0], atol=1e-3)
+    assert not torch.allclose(own_ctx, layerwise.layer_contexts(_items_clip(host, clip), text)[0], atol=1e-3)
     three = _fuse(host, testbed, WORDS)[3]
     assert three.residual["cross-attention K/V"] < 1e-2  # 3 concepts x 6 rows still fit the width
     assert three.residual["UNet attention"] > 1e-6  # conflicts: fusion is a compromise there
@@ -136,7 +136,7 @@ def test_interrupt_leaves_base_untouched_and_no_hooks(host, testbed):
 
     config = host.pack("mixofshow_core.config").FusionConfig(resolution=64, steps=2)
     with pytest.raises(mm.InterruptProcessingException):
-        host.pack("nodes.fusion_glue").fuse(model, clip, _items(host, WORDS), config, interrupt)
+        host.pack("nodes.fusion.pipeline").fuse(model, clip, _items(host, WORDS), config, interrupt)
     assert {k: len(v) for k, v in model.patches.items()} == patches_before
     unet = model.model.diffusion_model
     assert not any(m._forward_pre_hooks for m in unet.modules())
@@ -146,7 +146,7 @@ def test_interrupt_leaves_base_untouched_and_no_hooks(host, testbed):
 def test_same_word_in_two_concepts_is_refused(host, testbed):
     model, clip, _ = testbed
     write_concept(host, random_concept(host, model, clip, ("<cat1>", "<zzz9>"), seed=30), "fuse_clash.safetensors")
-    glue, formats = host.pack("nodes.fusion_glue"), host.pack("mixofshow_core.formats")
+    glue, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
     items = _items(host, ["cat"]) + [glue.FusionItem(formats.load_concept(
         f"{host.models('edloras')}/fuse_clash.safetensors"))]
     config = host.pack("mixofshow_core.config").FusionConfig(resolution=64, steps=1)
@@ -159,7 +159,7 @@ def test_fused_change_exports_as_one_lora_for_stock_loraloader(host, cn, testbed
 
     model, clip, _ = testbed
     with caplog.at_level(logging.WARNING):
-        fused_model, fused_clip, _ = host.pack("nodes.fusion_nodes").GradientFusion().fuse(
+        fused_model, fused_clip, _ = host.pack("nodes.fusion.nodes").GradientFusion().fuse(
             *chain, "closed_form", 2, 64, 0, 1e-4, lora_filename="fused_three")
         lora_model, lora_clip = cn.LoraLoader().load_lora(model, clip, "fused_three.safetensors", 1.0, 1.0)
     assert "lora key not loaded" not in caplog.text
@@ -172,3 +172,39 @@ def test_fused_change_exports_as_one_lora_for_stock_loraloader(host, cn, testbed
     b = cn.common_ksampler(lora_model, 0, 2, 5.0, "euler", "normal", fused_cond, fused_cond, latent)[0]["samples"]
     base = cn.common_ksampler(model, 0, 2, 5.0, "euler", "normal", fused_cond, fused_cond, latent)[0]["samples"]
     assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, base, atol=1e-4)
+
+
+def test_chained_concepts_are_undone_through_the_hosts_lora_path_and_other_patches_stay(host, cn, testbed, chain):
+    """GradientFusion starts from the model before its ED-LoRA Loaders: their LoRA is added again at minus its
+    strength (no host patch list is edited), so sampling and encoding match the model without them, while a
+    LoRA the user applied with stock LoraLoader before the loaders still acts."""
+    import comfy.sd
+    import nodes
+
+    model, clip, _ = testbed
+    patches = host.pack("nodes.concepts.model_patches")
+    other = random_concept(host, model, clip, ("<zz1>",), seed=99, up_std=0.05)
+    kohya = host.pack("mixofshow_core.formats.kohya")
+    with torch.inference_mode():
+        user_model, user_clip = comfy.sd.load_lora_for_models(model, clip, kohya.state_dict(other), 0.8, 0.8)
+        chained_model, chained_clip = user_model, user_clip
+        for w in WORDS:
+            chained_model, chained_clip = patches.apply_concept(chained_model, chained_clip, _items(host, [w])[0]
+                                                                .concept, 0.7, 0.9, w, "")
+        loaded = [_items(host, [w])[0].concept for w in WORDS]
+        undone_model, undone_clip = patches.without_loaded_concepts(chained_model, chained_clip, loaded)
+        latent = nodes.EmptyLatentImage().generate(64, 64, 1)[0]
+
+        def sample(m, c):
+            cond = nodes.CLIPTextEncode().encode(c, "photo of a red circle")[0]
+            return nodes.common_ksampler(m, 3, 2, 2.0, "euler", "normal", cond, cond, latent)[0]["samples"]
+
+        expected, undone, chained = sample(user_model, user_clip), sample(undone_model, undone_clip), \
+            sample(chained_model, chained_clip)
+        base = sample(model, clip)
+    # (this random testbed's latents are large and LoRA changes small in them: compare the changes themselves)
+    residue, effect = (undone - expected).norm(), (chained - expected).norm()  # measured: 1.5e-6 and 1.1e-2
+    assert residue < 1e-2 * effect  # the concepts acted before they were undone, and are gone after
+    assert (expected - base).norm() > 100 * residue  # the stock LoRA still acts (4.6e-3)
+    assert not patches.loaded_concepts(undone_model)
+    assert host.pack("nodes.concepts.layerwise").concept_registry(undone_clip) == {}

@@ -119,7 +119,7 @@ def _reachable_tensors_and_modules(root) -> tuple[int, list[str]]:
 
 def test_the_regional_patch_holds_no_module_or_large_tensor(host, files, testbed):
     model = testbed[0]
-    region_nodes = host.pack("nodes.region_nodes")
+    region_nodes = host.pack("nodes.regions.nodes")
     with torch.inference_mode():
         regions = region_nodes.RegionPrompt().add(testbed[1], "a cat", "", 0.0, 0.0, 0.5, 1.0, 1.0)[0]
         patched = region_nodes.ApplyRegions().apply(model, regions)[0]
@@ -134,7 +134,7 @@ def test_cloning_after_apply_regions_copies_no_weights(host, sd15):
     import psutil
 
     model, clip = sd15[:2]
-    region_nodes = host.pack("nodes.region_nodes")
+    region_nodes = host.pack("nodes.regions.nodes")
     with torch.inference_mode():
         regions = region_nodes.RegionPrompt().add(clip, "a cat", "", 0.0, 0.0, 0.5, 1.0, 1.0)[0]
         patched = region_nodes.ApplyRegions().apply(model, regions)[0]

@@ -22,22 +22,22 @@ def potter(host, sd15):
     path = os.path.join(host.models("edloras"), "potter_official.pth")
     test_assets.official_edlora_checkpoint(path)
     model, clip, vae, _ = sd15
-    loader = host.pack("nodes.concept_nodes").EDLoRALoader()
+    loader = host.pack("nodes.concepts.nodes").EDLoRALoader()
     return loader.load(model, clip, "potter_official.pth", 1.0, 1.0)
 
 
 def test_block_ids_map_to_the_official_layer_order(host, sd15):
-    sites = host.pack("nodes.comfy_glue").cross_attention_sites(sd15[0])
+    sites = host.pack("nodes.model_layout").cross_attention_sites(sd15[0])
     assert [(s.diffusers_prefix, s.block) for s in sites] == \
         [(f"{d}.transformer_blocks.0", b) for d, b in SD15_TABLE]
 
 
 def test_every_layer_gets_the_prompt_encoded_with_its_own_row(host, cn, potter):
     model, clip = potter
-    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    encode = host.pack("nodes.concepts.nodes").EDLoRATextEncode()
     positive = encode.encode(clip, PROMPT.format("<potter1>", "<potter2>"))[0]
     negative = encode.encode(clip, "lowres, bad anatomy")[0]
-    assert host.pack("nodes.comfy_glue").concept_registry(clip)["<potter1>"]["embedding"].shape == (16, 768)
+    assert host.pack("nodes.concepts.layerwise").concept_registry(clip)["<potter1>"]["embedding"].shape == (16, 768)
     references = reference_contexts(host, cn, clip, PROMPT, ("<potter1>", "<potter2>"), 16)
     plain_negative = cn.CLIPTextEncode().encode(clip, "lowres, bad anatomy")[0][0][0][0]
 

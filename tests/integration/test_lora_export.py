@@ -10,7 +10,7 @@ import test_assets
 
 
 def _export(host, concept_name, filename):
-    node = host.pack("nodes.concept_nodes").EDLoRAExport()
+    node = host.pack("nodes.concepts.nodes").EDLoRAExport()
     return node.export(concept_name, "kohya LoRA (for LoraLoader)", filename)["result"][0]
 
 
@@ -27,7 +27,7 @@ def test_exported_lora_equals_the_concept_lora_in_stock_loraloader(host, cn, tes
     with caplog.at_level(logging.WARNING):
         m_lora, c_lora = cn.LoraLoader().load_lora(model, clip, "owl_lora.safetensors", 1.0, 1.0)
     assert "lora key not loaded" not in caplog.text
-    m_ours, c_ours = host.pack("nodes.concept_nodes").EDLoRALoader().load(model, clip, "owl.safetensors", 1.0, 1.0)
+    m_ours, c_ours = host.pack("nodes.concepts.nodes").EDLoRALoader().load(model, clip, "owl.safetensors", 1.0, 1.0)
     text = "an owl on a branch"
     cond_lora = cn.CLIPTextEncode().encode(c_lora, text)[0]
     cond_ours = cn.CLIPTextEncode().encode(c_ours, text)[0]

@@ -9,13 +9,16 @@ import tomllib
 import comfy_host
 
 SCRIPT = """
-import sys, comfy_host
+import os, sys, comfy_host
 host = comfy_host.boot(sys.argv[2], pack_dir=sys.argv[1])
 import nodes
 mod = host.pack_module
 assert set(mod.NODE_CLASS_MAPPINGS) <= set(nodes.NODE_CLASS_MAPPINGS)
 assert set(mod.NODE_CLASS_MAPPINGS) == set(mod.NODE_DISPLAY_NAME_MAPPINGS)
-assert mod.WEB_DIRECTORY == "./web/js"
+assert mod.WEB_DIRECTORY == "./web"  # served at /extensions/<folder>/: js/ (front end), docs/ (node help pages)
+web = os.path.join(sys.argv[1], mod.WEB_DIRECTORY)
+assert os.path.isfile(os.path.join(web, "js", "mixofshow.js"))
+assert os.path.isdir(os.path.join(web, "docs"))  # each node's page: tests/integration/test_node_help.py
 print("LOADED", host.pack_name.replace("_x_", ".").rsplit("/", 1)[-1], sorted(mod.NODE_CLASS_MAPPINGS))
 """
 

@@ -7,7 +7,7 @@ from integration.host_support import random_concept, write_concept
 @pytest.fixture(scope="module")
 def loaded(host, testbed):
     model, clip, _ = testbed
-    loader = host.pack("nodes.concept_nodes").EDLoRALoader()
+    loader = host.pack("nodes.concepts.nodes").EDLoRALoader()
     with torch.inference_mode():
         for i, w in enumerate(("cat", "dog")):
             write_concept(host, random_concept(host, model, clip, (f"<{w}1>", f"<{w}2>"), seed=50 + i),
@@ -17,7 +17,7 @@ def loaded(host, testbed):
 
 
 def _regions(host, clip):
-    node = host.pack("nodes.region_nodes").RegionPrompt()
+    node = host.pack("nodes.regions.nodes").RegionPrompt()
     regions = node.add(clip, "a <cat1> <cat2>", "ugly cat", 0.0, 0.0, 0.5, 1.0, 1.0)[0]
     return node.add(clip, "a <dog1> <dog2>", "ugly dog", 0.25, 0.0, 0.5, 1.0, 2.0, regions=regions)[0]
 
@@ -38,20 +38,20 @@ class Recorder:
 
 def test_each_layer_output_is_region_attention_inside_and_global_outside(host, cn, loaded):
     model, clip = loaded
-    glue, layer_ctx = host.pack("nodes.comfy_glue"), host.pack("mixofshow_core.layer_context")
+    layout, layer_ctx = host.pack("nodes.model_layout"), host.pack("mixofshow_core.layer_context")
     regions_mod = host.pack("mixofshow_core.regions")
     from comfy.ldm.modules.attention import optimized_attention
 
     regions = _regions(host, clip)
-    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    encode = host.pack("nodes.concepts.nodes").EDLoRATextEncode()
     positive, negative = encode.encode(clip, "two animals in a field")[0], encode.encode(clip, "blurry")[0]
-    patched = host.pack("nodes.region_nodes").ApplyRegions().apply(model, regions)[0]
+    patched = host.pack("nodes.regions.nodes").ApplyRegions().apply(model, regions)[0]
     recorder = Recorder()
     patched.set_model_attn2_patch(recorder.before)
     patched.set_model_attn2_output_patch(recorder.after)
     latent = cn.EmptyLatentImage().generate(64, 96, 2)[0]  # non-square, batch 2
     cn.common_ksampler(patched, 0, 1, 5.0, "euler", "normal", positive, negative, latent)
-    sites = {(s.block[0], s.block[1], s.depth): s for s in glue.cross_attention_sites(model)}
+    sites = {(s.block[0], s.block[1], s.depth): s for s in layout.cross_attention_sites(model)}
     unet = model.model.diffusion_model
     checked = 0
     for (block, depth, n, kinds, shape), out in zip(recorder.inputs, recorder.outputs):
@@ -86,10 +86,10 @@ def test_each_layer_output_is_region_attention_inside_and_global_outside(host, c
 def test_any_sampler_works_with_apply_regions_and_regional_ksampler(host, cn, loaded):
     model, clip = loaded
     regions = _regions(host, clip)
-    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    encode = host.pack("nodes.concepts.nodes").EDLoRATextEncode()
     positive, negative = encode.encode(clip, "two animals")[0], encode.encode(clip, "")[0]
     latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
-    nodes_mod = host.pack("nodes.region_nodes")
+    nodes_mod = host.pack("nodes.regions.nodes")
     a = nodes_mod.RegionalKSampler().sample(model, regions, positive, negative, latent, 3, 2, 5.0, "euler", "normal",
                                             1.0)[0]["samples"]
     patched = nodes_mod.ApplyRegions().apply(model, regions)[0]
@@ -103,11 +103,11 @@ def test_any_sampler_works_with_apply_regions_and_regional_ksampler(host, cn, lo
 
 def test_one_box_over_the_whole_image_samples_like_the_stock_sampler_with_its_prompts(host, cn, loaded):
     """Regional sampling adds nothing of its own: a box covering the image gives, whatever the global prompt,
-    the image KSampler gives for the box's prompt and negative (benchmarks/FIDELITY.md, What one regional pass
+    the image KSampler gives for the box's prompt and negative (docs/fidelity.md, What one regional pass
     loses: the canvas)."""
     model, clip = loaded
-    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
-    region_nodes = host.pack("nodes.region_nodes")
+    encode = host.pack("nodes.concepts.nodes").EDLoRATextEncode()
+    region_nodes = host.pack("nodes.regions.nodes")
     latent = cn.EmptyLatentImage().generate(64, 64, 2)[0]
     with torch.inference_mode():
         regions = region_nodes.RegionPrompt().add(clip, "a <cat1> <cat2>", "ugly cat", 0.0, 0.0, 1.0, 1.0, 1.0)[0]
@@ -124,14 +124,14 @@ def test_one_box_over_the_whole_image_samples_like_the_stock_sampler_with_its_pr
 
 def test_region_control_strength_replaces_the_global_strength_inside(host, cn, loaded):
     model, clip = loaded
-    control = host.pack("nodes.testbed").build_controlnet(seed=7)
-    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    control = host.pack("testbed.model").build_controlnet(seed=7)
+    encode = host.pack("nodes.concepts.nodes").EDLoRATextEncode()
     positive, negative = encode.encode(clip, "animals")[0], encode.encode(clip, "")[0]
     hint = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1))
     pos_c, neg_c = cn.ControlNetApplyAdvanced().apply_controlnet(positive, negative, control, hint, 0.8, 0.0, 1.0)
-    node = host.pack("nodes.region_nodes").RegionPrompt()
+    node = host.pack("nodes.regions.nodes").RegionPrompt()
     regions = node.add(clip, "a <cat1> <cat2>", "", 0.0, 0.0, 0.5, 1.0, 1.0, control_strength=0.0)[0]
-    pos_r, neg_r = host.pack("nodes.region_nodes").RegionControlStrength().apply(pos_c, neg_c, regions)
+    pos_r, neg_r = host.pack("nodes.regions.nodes").RegionControlStrength().apply(pos_c, neg_c, regions)
     wrapped = pos_r[0][1]["control"]
     x = torch.randn(2, 4, 8, 8)
     sigma = torch.tensor([1.0, 1.0])
@@ -156,16 +156,16 @@ DETECTED = [[{"x": 48.0, "y": 0.0, "width": 48.0, "height": 64.0, "label": "dog"
 
 
 def _sample_96x64(host, cn, model, clip, regions):
-    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    encode = host.pack("nodes.concepts.nodes").EDLoRATextEncode()
     latent = cn.EmptyLatentImage().generate(96, 64, 1)[0]
-    return host.pack("nodes.region_nodes").RegionalKSampler().sample(
+    return host.pack("nodes.regions.nodes").RegionalKSampler().sample(
         model, regions, encode.encode(clip, "two animals")[0], encode.encode(clip, "blurry")[0], latent, 4, 2, 5.0,
         "euler", "normal", 1.0)[0]["samples"]
 
 
 def test_region_from_a_bounding_box_samples_as_region_prompt_with_its_fractions(host, cn, loaded):
     model, clip = loaded
-    region_nodes = host.pack("nodes.region_nodes")
+    region_nodes = host.pack("nodes.regions.nodes")
     from_box = region_nodes.RegionFromBoundingBox()
     image = torch.zeros(1, 64, 96, 3)  # its size wins over the 512 x 512 widgets
     boxed = from_box.add(clip, DETECTED, 0, "left to right", "a <cat1> <cat2>", "ugly cat", 512, 512, 1.0,
@@ -186,7 +186,7 @@ def test_region_from_a_bounding_box_names_itself_and_the_fix_on_a_bad_index(host
     errors = host.pack("mixofshow_core.errors")
     with pytest.raises(errors.RegionSpecError, match=r"Region From Bounding Box: box index 2 asked, the input holds "
                                                      r"2 box\(es\)"):
-        host.pack("nodes.region_nodes").RegionFromBoundingBox().add(
+        host.pack("nodes.regions.nodes").RegionFromBoundingBox().add(
             clip, DETECTED, 2, "left to right", "a <cat1> <cat2>", "", 96, 64, 1.0)
 
 

@@ -22,7 +22,7 @@ def _tiny_model(host, linear_proj: bool):
     import comfy.model_management
     import comfy.model_patcher
 
-    testbed = host.pack("nodes.testbed")
+    testbed = host.pack("testbed.model")
     if not linear_proj:
         return testbed.build_model(0)
     config = testbed.TinySD1(dict(testbed.UNET_CONFIG, use_linear_in_transformer=True))
@@ -90,7 +90,7 @@ def _check_parity(model, clip, loaded_model, loaded_clip, path):
 
 
 def _sample(host, cn, model, clip, words):
-    encode = host.pack("nodes.concept_nodes").EDLoRATextEncode()
+    encode = host.pack("nodes.concepts.nodes").EDLoRATextEncode()
     cond = encode.encode(clip, f"a photo of {' '.join(words)}")[0]
     latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
     return cn.common_ksampler(model, 0, 1, 1.0, "euler", "normal", cond, cond, latent)[0]["samples"]
@@ -105,13 +105,13 @@ def test_research_checkpoints_apply_the_official_deltas_with_conv_or_linear_proj
             os.path.join(host.models("edloras"), name), words=("<res1>", "<res2>"), seed=3, width=64,
             research_keys=True, research_modules=True, conv_proj=not linear_proj,
             blocks=test_assets.attention_blocks(32, (1, 2, 2, 2)), text_layers=2, text_mlp=128)
-        loader = host.pack("nodes.concept_nodes").EDLoRALoader()
+        loader = host.pack("nodes.concepts.nodes").EDLoRALoader()
         loaded_model, loaded_clip = loader.load(model, clip, name, UNET_STRENGTH, TEXT_STRENGTH)
         kinds = _check_parity(model, clip, loaded_model, loaded_clip, path)
         proj_dims = 2 if linear_proj else 4
         assert {("proj_in", proj_dims), ("proj_out", proj_dims), ("proj", 2), ("2", 2), ("fc1", 2)} <= kinds
 
-        without_lora = host.pack("nodes.comfy_glue").with_layer_patch(model)
+        without_lora = host.pack("nodes.concepts.layerwise").with_layer_patch(model)
         base = _sample(host, cn, without_lora, loaded_clip, ("<res1>", "<res2>"))
         caplog.clear()
         with caplog.at_level(logging.WARNING):
@@ -127,7 +127,7 @@ def test_lora_that_does_not_fit_the_weight_is_refused_naming_both_shapes(host, t
         research_keys=True, research_modules=True, blocks=test_assets.attention_blocks(64, (1, 2, 2, 2)),
         text_layers=2, text_mlp=128)  # UNet widths twice the testbed's
     with pytest.raises(host.pack("mixofshow_core.errors").KeyMappingError) as err:
-        host.pack("nodes.concept_nodes").EDLoRALoader().load(model, clip, os.path.basename(path), 1.0, 1.0)
+        host.pack("nodes.concepts.nodes").EDLoRALoader().load(model, clip, os.path.basename(path), 1.0, 1.0)
     message = str(err.value)
     assert "down_blocks.0.attentions.0.proj_in (LoRA [64, 64], weight [32, 32, 1, 1])" in message, message
     assert "1x1 convolution [out, in, 1, 1]" in message
@@ -139,7 +139,7 @@ def test_research_checkpoint_on_sd15_applies_the_official_deltas(host, cn, sd15,
     path = test_assets.official_edlora_checkpoint(os.path.join(host.models("edloras"), "research_sd15.pth"),
                                                   words=("<rsd1>", "<rsd2>"), research_keys=True,
                                                   research_modules=True)
-    loaded_model, loaded_clip = host.pack("nodes.concept_nodes").EDLoRALoader().load(
+    loaded_model, loaded_clip = host.pack("nodes.concepts.nodes").EDLoRALoader().load(
         model, clip, "research_sd15.pth", UNET_STRENGTH, TEXT_STRENGTH)
     kinds = _check_parity(model, clip, loaded_model, loaded_clip, path)
     assert {("proj_in", 4), ("proj_out", 4), ("proj", 2), ("2", 2), ("fc1", 2)} <= kinds
@@ -157,7 +157,7 @@ def test_gradient_fusion_fuses_research_concepts_with_conv_proj(host, cn, testbe
     host in its weight's shape (no 'shape mismatch ... not merged'), and the fused model samples."""
     _, clip, _ = testbed
     model = _tiny_model(host, linear_proj=False)
-    loader = host.pack("nodes.concept_nodes").EDLoRALoader()
+    loader = host.pack("nodes.concepts.nodes").EDLoRALoader()
     loaded, loaded_clip = model, clip
     for i, word in enumerate(("ann", "bob")):
         name = f"research_fuse_{word}.pth"
@@ -168,10 +168,10 @@ def test_gradient_fusion_fuses_research_concepts_with_conv_proj(host, cn, testbe
         loaded, loaded_clip = loader.load(loaded, loaded_clip, name, 1.0, 1.0)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        fused, fused_clip, report = host.pack("nodes.fusion_nodes").GradientFusion().fuse(
+        fused, fused_clip, report = host.pack("nodes.fusion.nodes").GradientFusion().fuse(
             loaded, loaded_clip, mode, 1, 64, 0, 1e-4, text_iters=2, kv_iters=2, spatial_iters=2)
         proj = [k for k in fused.patches if k.endswith(("proj_in.weight", "proj_out.weight"))]
-        sites = host.pack("nodes.comfy_glue").cross_attention_sites(model)
+        sites = host.pack("nodes.model_layout").cross_attention_sites(model)
         assert len(proj) == 2 * len(sites)  # proj_in and proj_out of every spatial transformer
         import comfy.utils
 

@@ -4,7 +4,10 @@ The pack is linked into a custom_nodes folder as "ComfyUI-Mix-of-Show" and its c
 given through extra_model_paths.yaml, as a user would set them up.
 """
 import json
+import re
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -43,7 +46,27 @@ def test_object_info_lists_our_nodes_with_tooltips(server):
         for spec in node["input"]["required"].values():
             assert spec[1].get("tooltip"), (name, spec)
     assert "server_concept.safetensors" in info["EDLoRALoader"]["input"]["required"]["concept_name"][0]
-    assert "/extensions/ComfyUI-Mix-of-Show/mixofshow.js" in _get(url + "/extensions")
+    assert "/extensions/ComfyUI-Mix-of-Show/js/mixofshow.js" in _get(url + "/extensions")
+
+
+def test_extension_modules_and_their_relative_imports_are_served(server):
+    """WEB_DIRECTORY is web/, so the scripts are at /extensions/<folder>/js/: the host's app.js is three levels up."""
+    url, _ = server
+    ours = [p for p in _get(url + "/extensions") if p.startswith("/extensions/ComfyUI-Mix-of-Show/")]
+    assert "/extensions/ComfyUI-Mix-of-Show/js/mixofshow.js" in ours
+    imports = 0
+    for path in ours:
+        with urllib.request.urlopen(url + path, timeout=30) as r:
+            source = r.read().decode()
+        for spec in re.findall(r"""^\s*import\b[^"']*["'](\.{1,2}/[^"']+)["']""", source, re.M):
+            target = urllib.parse.urljoin(url + path, spec)
+            try:
+                with urllib.request.urlopen(target, timeout=30) as r:
+                    assert r.read(), (path, spec, target)
+            except urllib.error.HTTPError as err:
+                pytest.fail(f"{path} imports {spec}, which resolves to {target}: HTTP {err.code}")
+            imports += 1
+    assert imports >= 2  # at least mixofshow.js's import of the host's app.js and of the region editor
 
 
 def test_prompt_endpoint_runs_a_concept_workflow(server):

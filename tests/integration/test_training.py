@@ -20,7 +20,7 @@ INIT = "<rand-0.013> man"
 @pytest.fixture(scope="module")
 def bed(host):
     with torch.inference_mode():
-        return host.pack("nodes.testbed").build_testbed(3, std=None)
+        return host.pack("testbed.model").build_testbed(3, std=None)
 
 
 def _images(colour: int, count: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,12 +35,12 @@ def _images(colour: int, count: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _dataset(host, colour=0, masks=True, captions="<TOK>, square\n<TOK>\n<TOK>, small, square\n<TOK>, on black"):
     images, mask = _images(colour)
-    return host.pack("nodes.training_nodes").EDLoRADataset().build(images, captions, mask if masks else None)[0]
+    return host.pack("nodes.training.nodes").EDLoRADataset().build(images, captions, mask if masks else None)[0]
 
 
 def _train(host, bed, dataset, name, steps, resume=False, **options):
     model, clip, vae = bed
-    node = host.pack("nodes.training_nodes").EDLoRATrain()
+    node = host.pack("nodes.training.nodes").EDLoRATrain()
     options = {"attn_reg_weight": 0.0, "crop": "center", "templates": "none", **options}
     return node.train(model, clip, vae, dataset, name, options.pop("words", WORDS), options.pop("init", INIT), steps,
                       1, 2, 64, options.pop("seed", 0), resume, **options)["result"]
@@ -59,7 +59,7 @@ def _concept(host, name):
 @pytest.mark.parametrize("train_lora", [True, False], ids=["lora", "embedding_only"])
 def test_loss_falls_on_a_fixed_evaluation_set(host, bed, train_lora):
     """Same images, noise and timesteps before and after: the trained concept has a lower objective."""
-    run = host.pack("nodes.train_run")
+    run = host.pack("nodes.training.run")
     data = _dataset(host, masks=False)
     rates = dict(lr_unet=5e-2, lr_text=1e-2, lr_embedding=5e-2) if train_lora else dict(lr_embedding=3e-1)
     options = dict(train_lora=train_lora, emb_norm_threshold=100.0, mask_loss=False, **rates)
@@ -102,8 +102,8 @@ def test_cancel_keeps_a_usable_concept_and_resume_equals_an_uninterrupted_run(ho
         os.path.join(host.output(), "mixofshow_training", "cut", "state.safetensors"))
     assert state.progress.step == 5 and len(state.progress.losses) == 5
     partial = _concept(host, "cut")  # usable right away
-    model, clip = host.pack("nodes.concept_nodes").EDLoRALoader().load(bed[0], bed[1], "cut.safetensors", 1.0, 1.0)
-    assert "<toy1>" in host.pack("nodes.comfy_glue").concept_registry(clip)
+    model, clip = host.pack("nodes.concepts.nodes").EDLoRALoader().load(bed[0], bed[1], "cut.safetensors", 1.0, 1.0)
+    assert "<toy1>" in host.pack("nodes.concepts.layerwise").concept_registry(clip)
 
     _train(host, bed, data, "cut", 8, resume=True, **options)
     straight, resumed = _concept(host, "straight"), _concept(host, "cut")
@@ -138,13 +138,13 @@ def test_trained_concept_loads_and_inference_contexts_match_training(host, bed, 
     assert result[2] == "roundtrip.safetensors"
     assert result[3].shape[-1] == 3 and result[3].shape[1] > 100  # loss plot IMAGE
     text = "a photo of <toy1> <toy2>, square"
-    glue = host.pack("nodes.train_glue")
+    glue = host.pack("nodes.training.train_host")
     concept = _concept(host, "roundtrip")
-    loader = host.pack("nodes.concept_nodes").EDLoRALoader()
+    loader = host.pack("nodes.concepts.nodes").EDLoRALoader()
     for strength_clip, atol in ((0.0, 1e-6), (1.0, 3e-3)):
         loaded_clip = loader.load(model, clip, "roundtrip.safetensors", 1.0, strength_clip)[1]
         with torch.inference_mode():
-            packed = host.pack("nodes.comfy_glue").encode_layerwise(loaded_clip, text)[0][0]
+            packed = host.pack("nodes.concepts.layerwise").encode_layerwise(loaded_clip, text)[0][0]
         with torch.inference_mode(False):
             train_host = glue.ComfyTrainHost(model, clip, vae, WORDS.split(), [text], "fp32", False)
             trainable = host.pack("mixofshow_core.training.trainable").TrainableConcept(concept)
@@ -174,9 +174,9 @@ def test_masks_attention_regularisation_and_validation_images(host, bed):
 
 def test_attention_maps_cover_every_layer_with_word_columns(host, bed):
     model, clip, vae = bed
-    glue = host.pack("nodes.train_glue")
+    glue = host.pack("nodes.training.train_host")
     config = _config(host)
-    trainable = host.pack("nodes.train_run").fresh_trainable(model, clip, config)[0]
+    trainable = host.pack("nodes.training.run").fresh_trainable(model, clip, config)[0]
     with torch.inference_mode(False):
         train_host = glue.ComfyTrainHost(model, clip, vae, WORDS.split(), ["<toy1> <toy2>, square"], "fp32", False)
         with train_host.attached(trainable), torch.no_grad():
@@ -204,18 +204,18 @@ def test_orthogonal_concepts_are_exactly_orthogonal_and_merge_by_sum(host, bed):
     # all but attn1 q/k at the 1x1 level (softmax over one key has no gradient) moved
     assert sum(trained) >= 0.9 * len(trained)
 
-    concept_list = host.pack("nodes.fusion_nodes").EDLoRAConceptList()
+    concept_list = host.pack("nodes.fusion.nodes").EDLoRAConceptList()
     entries = concept_list.append("ortho_red.safetensors", 1.0, 1.0)[0]
     entries = concept_list.append("ortho_blue.safetensors", 1.0, 1.0, entries)[0]
-    merge = host.pack("nodes.orthogonal_nodes").OrthogonalMerge()
+    merge = host.pack("nodes.fusion.orthogonal_nodes").OrthogonalMerge()
     merged_model, merged_clip, report = merge.merge(model, clip, entries, 0.6)
     assert float(report.split("1 = same rows): ")[1].split("\n")[0]) < 1e-6
-    registry = host.pack("nodes.comfy_glue").concept_registry(merged_clip)
+    registry = host.pack("nodes.concepts.layerwise").concept_registry(merged_clip)
     assert {"<red1>", "<red2>", "<blue1>", "<blue2>"} <= set(registry)
 
     # on each concept's own input subspace the merged layer equals that concept alone
-    single_model = host.pack("nodes.comfy_glue").apply_concept(model, clip, red, 0.6, 0.6, "red")[0]
-    layout = host.pack("nodes.comfy_glue").unet_layout(model)
+    single_model = host.pack("nodes.concepts.model_patches").apply_concept(model, clip, red, 0.6, 0.6, "red")[0]
+    layout = host.pack("nodes.model_layout").unet_layout(model)
     ldm = host.pack("mixofshow_core.unet_layout").map_unet_modules(layout, list(red.unet_lora))
     merged_w, single_w = _patched_weights(merged_model, ldm), _patched_weights(single_model, ldm)
     changed = 0
@@ -314,7 +314,7 @@ def test_cancel_through_the_executor_keeps_the_work(host):
 
 def test_an_error_mid_run_keeps_the_last_completed_step(host, bed, monkeypatch):
     """Nothing is lost: a failure after some steps (here: validation at step 2) leaves concept and state."""
-    glue = host.pack("nodes.train_glue")
+    glue = host.pack("nodes.training.train_host")
 
     def broken(*args, **kwargs):
         raise RuntimeError("validation ran out of memory")

@@ -8,8 +8,8 @@ def test_old_host_error(host, backward_supported):
     """ComfyUI before 0.3.41 cannot back-propagate through its transformer blocks: the node says so."""
     if backward_supported:
         pytest.skip("this ComfyUI back-propagates as shipped (0.3.41 or newer); the error shows on older hosts")
-    glue = host.pack("nodes.train_glue")
+    glue = host.pack("nodes.training.train_host")
     with torch.inference_mode():
-        bed = host.pack("nodes.testbed").build_testbed(3, std=None)
+        bed = host.pack("testbed.model").build_testbed(3, std=None)
     with pytest.raises(glue.UnsupportedHostError, match="0.3.41 or newer"):
         _train(host, bed, _dataset(host), "old_host", 1)

@@ -5,11 +5,12 @@ empty input folder (``--input-directory``), the pack linked into its custom_node
 what a user places before opening a workflow: the model files its Note names, as stand-ins under the same
 names (the generated full-size random SD1.5-shaped checkpoint as the named checkpoint, the generated SD1.5
 ControlNet as the openpose ControlNet, ED-LoRA concept files in this pack's format with the words the
-prompts use; these cases are marked ``fullsize``). Nothing is ever copied into the input folder. The world
-workflows use the pack's built-in world model and need nothing; world_1 runs before world_2, which loads
-the concepts world_1 wrote (the order their Notes give).
+prompts use; these cases are marked ``fullsize``). Nothing is ever copied into the input folder. The testbed's
+world workflows (``testbed/workflows``) use the pack's built-in world model and need nothing; world_1 runs before
+world_2, which loads the concepts world_1 wrote (the order their Notes give).
 
-Each workflow is fetched from the server's template route (what the frontend's template browser opens),
+Each example workflow is fetched from the server's template route (what the frontend's template browser opens;
+the testbed's are read from their files, as a user drags them in),
 converted to an API prompt as the frontend's graphToPrompt does (``comfy_host.ui_to_api``; the Note is
 skipped), queued with POST /prompt and followed on /history/<id> until it finishes with an image.
 
@@ -34,8 +35,10 @@ import comfy_host
 import test_assets
 
 PACK = "ComfyUI-Mix-of-Show"  # the folder name a user's custom_nodes/ gives the pack
-WORKFLOWS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(comfy_host.REPO, "example_workflows",
-                                                                        "*.json")))
+EXAMPLES = os.path.join(comfy_host.REPO, "example_workflows")
+TESTBED = os.path.join(comfy_host.REPO, "testbed", "workflows")
+WORKFLOWS = sorted(os.path.basename(p) for folder in (EXAMPLES, TESTBED) for p in glob.glob(os.path.join(folder,
+                                                                                                       "*.json")))
 # The world workflows run on the built-in world model; the others on the full-size SD1.5 stand-in (slow).
 CASES = [pytest.param(name, marks=() if name.startswith("world_") else pytest.mark.fullsize) for name in WORKFLOWS]
 CACHE = os.environ.get("MOS_CACHE", os.path.join(comfy_host.REPO, ".cache"))
@@ -130,8 +133,13 @@ def test_example_workflow_runs_as_opened(server, name, request):
     assert not os.listdir(base / "input")  # nothing was put in place for the workflow
     if name == "world_2_fuse_and_regions.json" and "world_1_train_concepts.json" not in _SUCCEEDED:
         pytest.fail("world_2 loads the concepts world_1 trains: run both, in order (as its Note says)")
-    assert name.removesuffix(".json") in _get(url + "/workflow_templates")[PACK]
-    workflow = _get(f"{url}/api/workflow_templates/{PACK}/{name}")  # what the template browser opens
+    templates = _get(url + "/workflow_templates")[PACK]
+    assert sorted(templates) == sorted(n.removesuffix(".json") for n in os.listdir(EXAMPLES) if n.endswith(".json"))
+    if name.startswith("world_"):  # the testbed's: dragged in from testbed/workflows, not a template
+        with open(os.path.join(TESTBED, name)) as f:
+            workflow = json.load(f)
+    else:
+        workflow = _get(f"{url}/api/workflow_templates/{PACK}/{name}")  # what the template browser opens
     notes = [n for n in workflow["nodes"] if n["type"] == "Note"]
     assert len(notes) == 1 and "Change first:" in notes[0]["widgets_values"][0]
     prompt = comfy_host.ui_to_api(workflow)

@@ -21,7 +21,7 @@ def _sample(cn, model, clip, vae, text: str, steps: int, count: int = 1):
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:
-    script = os.path.join(comfy_host.REPO, "scripts", "testbed", "train_world_model.py")
+    script = os.path.join(comfy_host.REPO, "testbed", "scripts", "train_world_model.py")
     run = subprocess.run([sys.executable, script, "--images", "48", *args], capture_output=True, text=True,
                          timeout=600, env=os.environ.copy())
     assert run.returncode == 0, run.stderr[-2000:]
@@ -33,7 +33,7 @@ def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path, tr
     run = _train("--vae-steps", "2", "--decoder-steps", "2", "--unet-steps", "2", "--batch", "8", "--out", str(out))
     assert '"unet_steps": "2"' in run.stdout and out.stat().st_size > 1_000_000
     with torch.inference_mode():
-        model, clip, vae = host.pack("nodes.testbed").load_trained(str(out))
+        model, clip, vae = host.pack("testbed.model").load_trained(str(out))
     image = _sample(cn, model, clip, vae, "a large red striped circle, black background", 2)
     assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
 
@@ -46,7 +46,7 @@ def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path, tr
     assert kept and all(torch.equal(before[k], after[k]) for k in kept)
     assert after["vae.decoder.conv_in.weight"].shape == (64, 4, 3, 3) != before["vae.decoder.conv_in.weight"].shape
     with torch.inference_mode():
-        model, clip, vae = host.pack("nodes.testbed").load_trained(str(wide))
+        model, clip, vae = host.pack("testbed.model").load_trained(str(wide))
     assert vae.first_stage_model.decoder.conv_in.out_channels == 64
     image = _sample(cn, model, clip, vae, "a large red striped circle, black background", 2)
     assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
@@ -60,16 +60,16 @@ def test_training_script_writes_a_checkpoint_that_samples(host, cn, tmp_path, tr
     assert all(torch.equal(after[k], retrained[k]) for k in after if k.startswith("vae."))
     assert retrained["unet.input_blocks.0.0.weight"].shape[0] == 64
     with torch.inference_mode():
-        model, clip, vae = host.pack("nodes.testbed").load_trained(str(wider))
+        model, clip, vae = host.pack("testbed.model").load_trained(str(wider))
     assert model.model.diffusion_model.input_blocks[0][0].out_channels == 64
     image = _sample(cn, model, clip, vae, "a large red striped circle, black background", 2)
     assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
     with pytest.raises(ValueError, match="multiple of 32.*got 48"):
-        host.pack("nodes.testbed").build_model(0, channels=48)
+        host.pack("testbed.model").build_model(0, channels=48)
 
 
 def test_shipped_world_model_loads_through_the_loader_node(host, cn):
-    testbed_nodes = host.pack("nodes.testbed_nodes")
+    testbed_nodes = host.pack("testbed.nodes")
     variants = testbed_nodes.TestbedCheckpointLoader.INPUT_TYPES()["required"]["variant"][0]
     if not os.path.isfile(testbed_nodes.WORLD_WEIGHTS):
         assert variants == [testbed_nodes.RANDOM]  # not offered without its weights
@@ -79,6 +79,6 @@ def test_shipped_world_model_loads_through_the_loader_node(host, cn):
         model, clip, vae = testbed_nodes.TestbedCheckpointLoader().load(testbed_nodes.WORLD, 0)
     images = _sample(cn, model, clip, vae, "a large red circle, black background", 20, count=4)
     assert images.shape == (4, 64, 64, 3) and torch.isfinite(images).all()
-    scorer = host.pack("mixofshow_core.world.scorer")
+    scorer = host.pack("testbed.world.scorer")
     colours = [scorer.recognise(image.numpy()).colour for image in images]
     assert colours.count("red") >= 3, colours  # the model draws the colour it is asked for (100 % in the eval)

@@ -33,3 +33,48 @@ def test_no_core_file_names_a_host_module_in_an_import():
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in HOST_MODULES]
     assert offenders == []
+
+
+def _imported_modules(path: pathlib.Path) -> list[tuple[int, str]]:
+    """(relative level, dotted module) of every import in ``path``, `from . import x` giving '.x' names."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(0, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            found += [(node.level, f"{base}.{a.name}".strip(".")) for a in node.names]
+    return found
+
+
+def _resolve(path: pathlib.Path, level: int, module: str) -> str:
+    """Repo-relative dotted name of an import written in ``path`` (absolute imports are returned as written)."""
+    if level == 0:
+        return module
+    package = list(path.relative_to(REPO).parent.parts)
+    package = package[: len(package) - (level - 1)]
+    return ".".join(package + ([module] if module else []))
+
+
+REPO = CORE.parent
+
+
+def test_the_product_imports_nothing_from_the_testbed():
+    """STYLE decision 7: mixofshow_core/ (the method) and nodes/ (the product) never reach into testbed/."""
+    offenders = []
+    for root in (CORE, REPO / "nodes"):
+        for path in root.rglob("*.py"):
+            for level, module in _imported_modules(path):
+                target = _resolve(path, level, module)
+                if target.split(".")[0] == "testbed":
+                    offenders.append(f"{path.relative_to(REPO)}: {'.' * level}{module}")
+    assert offenders == []
+    assert any((REPO / "testbed").rglob("*.py")), "the testbed package is where this test expects it"
+
+
+def test_the_boundary_check_sees_a_relative_import_of_the_testbed():
+    """The resolver above must catch `from ...testbed import x` written inside nodes/ (else the check is empty)."""
+    inside = REPO / "nodes" / "regions" / "nodes.py"
+    assert _resolve(inside, 3, "testbed.model") == "testbed.model"
+    assert _resolve(inside, 2, "testbed.model") == "nodes.testbed.model"
+    assert _resolve(inside, 0, "testbed.world") == "testbed.world"

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mixofshow_core.world import concepts, render, scorer
+from testbed.world import concepts, render, scorer
 
 
 def _grid():

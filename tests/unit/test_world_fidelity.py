@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mixofshow_core.world import concepts, fidelity, recipe, render, scorer
+from testbed.world import concepts, fidelity, recipe, render, scorer
 
 C = concepts.CONCEPTS
 

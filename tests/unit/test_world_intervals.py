@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from mixofshow_core.world import intervals
+from testbed.world import intervals
 
 
 def test_wilson_matches_textbook_values_and_brackets_the_share():

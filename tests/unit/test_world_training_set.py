@@ -4,8 +4,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mixofshow_core.training.dataset import from_folder
-from mixofshow_core.world import concepts, training_set
+from mixofshow_core.training.dataset import from_folder, from_tensors
+from testbed.world import concepts, training_set
 
 
 def test_in_memory_set_equals_the_photos_written_as_files(tmp_path):
@@ -17,7 +17,7 @@ def test_in_memory_set_equals_the_photos_written_as_files(tmp_path):
         Image.fromarray(image).save(tmp_path / f"{i}.png")
         Image.fromarray((mask * 255).round().astype(np.uint8)).save(tmp_path / "masks" / f"{i}.png")
         (tmp_path / f"{i}.txt").write_text(caption + "\n")
-    in_memory, on_disk = training_set.training_set("rubo"), from_folder(tmp_path)
+    in_memory, on_disk = from_tensors(*training_set.training_tensors("rubo")), from_folder(tmp_path)
     assert len(in_memory) == len(on_disk) == 6
     for a, b in zip(in_memory.samples, on_disk.samples):
         assert a.caption == b.caption and "<TOK>" in a.caption
@@ -26,6 +26,7 @@ def test_in_memory_set_equals_the_photos_written_as_files(tmp_path):
 
 
 def test_count_seed_and_unknown_names():
-    assert len(training_set.training_set("zeta", count=3, seed=1)) == 3
+    pixels, captions, masks = training_set.training_tensors("zeta", count=3, seed=1)
+    assert pixels.shape == (3, 64, 64, 3) and len(captions) == 3 and masks.shape == (3, 64, 64)
     with pytest.raises(ValueError, match="rubo"):
         training_set.by_name("nobody")

@@ -1,5 +1,5 @@
 // Front-end entry of the Mix-of-Show pack: the only file that imports the host's app module.
-import { app } from "../../scripts/app.js";
+import { app } from "../../../scripts/app.js";  // served at /extensions/<pack>/js/mixofshow.js
 import { attachRegionEditor } from "./region_box/widget.js";
 
 const CONCEPT_WORD = /<[^<>\s]+>/g;

@@ -1,0 +1,198 @@
+"""Gradient fusion as a pipeline of stages over a host's feature streams (spec §2).
+
+A stage fuses one family of layers (text encoder, cross-attention K/V, other UNet attention). The host
+supplies a *feed*: ``feed(i, add)`` runs concept i's forward passes and calls ``add(group, x)`` with every
+input ``x [..., in]`` its hooks see. The stage folds those rows into Gram statistics as they stream past
+(nothing is kept per concept but its LoRA factors), then solves each layer in closed form, or by the paper's
+L-BFGS on stored features (reference mode), or averages the deltas without any features.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from .concept import Concept
+from .config import FusionConfig
+from .errors import ConceptWordError
+from .fusion import Delta, GramStats, ScaledLoRA, average_deltas, delta_growth, lbfgs_fuse
+
+logger = logging.getLogger(__name__)
+GROWTH_WARNING = 2.0  # delta_growth above this: the fused change extrapolates beyond the concepts' own
+
+Feed = Callable[[int, Callable[[str, torch.Tensor], None]], None]  # feed(concept index, add(group, x))
+Progress = Callable[[str, int, int], None]  # (stage name, done, total)
+
+
+@dataclass
+class FusionItem:
+    """One concept to fuse, with the scales of its deltas (official unet_alpha / text_encoder_alpha)."""
+
+    concept: Concept
+    unet_alpha: float = 1.0
+    text_alpha: float = 1.0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One family of layers: module -> (out, in) and which modules read the same input (one Gram matrix)."""
+
+    name: str
+    shapes: dict[str, tuple[int, int]]
+    group_of: Callable[[str], str]
+    ridge: float
+    iters: int  # L-BFGS iterations in the reference mode
+    ticks_per_concept: int = 1  # progress units a concept's feed takes (sampling steps)
+
+    def groups(self) -> dict[str, dict[str, int]]:
+        """group -> {module: out_features}."""
+        out: dict[str, dict[str, int]] = {}
+        for name, (features_out, _) in sorted(self.shapes.items()):
+            out.setdefault(self.group_of(name), {})[name] = features_out
+        return out
+
+
+@dataclass
+class FusionReport:
+    """Per stage: layers solved, feature rows seen, seconds, the worst relative residual of the objective
+    over its layers (0 = every concept reproduced exactly on its features), and the largest growth of a
+    layer's fused change over the concepts' own (``delta_growth``) with that layer's name."""
+
+    concepts: list[str]
+    layers: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    residual: dict[str, float] = field(default_factory=dict)
+    growth: dict[str, tuple[float, str]] = field(default_factory=dict)
+    statistics_s: dict[str, float] = field(default_factory=dict)  # folding features into Gram statistics
+    solve_s: dict[str, float] = field(default_factory=dict)  # the per-layer solves
+
+    def text(self) -> str:
+        parts = [f"fused {len(self.concepts)} concept(s): {', '.join(self.concepts)}"]
+        for stage in self.layers:
+            line = (f"{stage}: {self.layers[stage]} layers, {self.rows.get(stage, 0)} feature rows, "
+                    f"{self.seconds.get(stage, 0.0):.2f} s")
+            if stage in self.residual:
+                line += f", max relative residual {self.residual[stage]:.2e}"
+            if stage in self.growth:
+                line += f", largest change {self.growth[stage][0]:.2f}x the concepts' own ({self.growth[stage][1]})"
+            if stage in self.solve_s:
+                features = self.seconds.get(stage, 0.0) - self.statistics_s[stage] - self.solve_s[stage]
+                line += (f"; time: features {features:.2f} s, statistics {self.statistics_s[stage]:.2f} s, "
+                         f"solve {self.solve_s[stage]:.2f} s")
+            parts.append(line)
+        return "\n".join(parts)
+
+
+def check_unique_words(items: list[FusionItem]) -> None:
+    owner: dict[str, str] = {}
+    for item in items:
+        for word in item.concept.words:
+            if word in owner:
+                raise ConceptWordError(
+                    f"Concepts '{owner[word]}' and '{item.concept.name}' both use the word {word}; fused words "
+                    "must be unique. Give one of them new words with 'ED-LoRA Export' (words input) first."
+                )
+            owner[word] = item.concept.name
+
+
+def scaled(loras: dict, alpha: float) -> dict[str, ScaledLoRA]:
+    return {m: ScaledLoRA(p, alpha) for m, p in loras.items()}
+
+
+class _Accumulator:
+    """Gram statistics per group, fed one concept at a time; stored features only for L-BFGS."""
+
+    def __init__(self, stage: Stage, cfg: FusionConfig, device: torch.device,
+                 sink: Callable[[str, int, torch.Tensor], None] | None):
+        dtype = torch.float64 if cfg.accumulate_fp64 else torch.float32
+        self.stage, self.cfg, self.sink = stage, cfg, sink
+        inputs = {m: shape[1] for m, shape in stage.shapes.items()}
+        self.stats = {g: GramStats(inputs[next(iter(outs))], outs, dtype=dtype, device=device)
+                      for g, outs in stage.groups().items()}
+        self.features: dict[str, list[list[torch.Tensor]]] = {g: [] for g in self.stats}  # L-BFGS only
+        self.concept, self.deltas, self.seconds = -1, {}, 0.0
+
+    def begin(self, deltas: dict[str, Delta]) -> None:
+        self.concept, self.deltas = self.concept + 1, deltas
+        for g in self.features:
+            self.features[g].append([])
+
+    def add(self, group: str, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1])  # (rows, in)
+        if self.sink is not None:
+            self.sink(group, self.concept, x)
+        start = time.perf_counter()
+        if self.cfg.mode == "lbfgs":
+            self.features[group][-1].append(x.float().cpu())
+        self.stats[group].add(x, {m: self.deltas.get(m) for m in self.stats[group].cross})
+        self.seconds += time.perf_counter() - start
+
+
+def _solve(acc: _Accumulator, per_concept: list[dict[str, Delta]], weight: Callable[[str], torch.Tensor] | None,
+           interrupt: Callable[[], None], tick: Callable[[], None]) -> tuple[dict[str, torch.Tensor], float, tuple]:
+    """Every layer of the stage: (deltas, worst relative residual, (largest growth, its module))."""
+    out: dict[str, torch.Tensor] = {}
+    residual, growth = 0.0, (0.0, "")
+    for group, stats in acc.stats.items():
+        if acc.cfg.mode == "closed_form":
+            anchor = None
+            if acc.cfg.anchor == "average":
+                anchor = {m: average_deltas([d.get(m) for d in per_concept], o, stats.in_features)
+                          for m, o in stats.out_features.items()}
+            out.update(stats.solve(ridge=acc.stage.ridge, anchor=anchor))
+        else:  # lbfgs: the paper's optimiser on the stored features, from W0
+            features = [torch.cat(f) for f in acc.features[group]]
+            for module in stats.cross:
+                w0 = weight(module).float().cpu()
+                out[module] = lbfgs_fuse(w0, features, [d.get(module) for d in per_concept], acc.stage.iters,
+                                         on_eval=interrupt) - w0
+        for module in stats.cross:
+            deltas = [d.get(module) for d in per_concept]
+            residual = max(residual, stats.relative_residual(module, out[module]))
+            growth = max(growth, (delta_growth(out[module], deltas), module))
+        tick()
+    return out, residual, growth
+
+
+def run_stage(stage: Stage, per_concept: list[dict[str, Delta]], feed: Feed, cfg: FusionConfig,
+              report: FusionReport, *, device: torch.device, progress: Progress | None = None,
+              interrupt: Callable[[], None] = lambda: None, weight: Callable[[str], torch.Tensor] | None = None,
+              sink: Callable[[str, int, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
+    """Fuse one stage's layers: fused change [out, in] per module; fills the stage's line of ``report``.
+
+    ``weight(module)`` gives W0 [out, in] for the L-BFGS mode; ``sink(group, concept, rows)`` sees every batch.
+    """
+    start = time.perf_counter()
+    groups = stage.groups()
+    total, done = len(per_concept) * stage.ticks_per_concept + len(groups), 0
+
+    def tick(amount: int = 1) -> None:
+        nonlocal done
+        done += amount
+        if progress is not None:
+            progress(stage.name, done, total)
+
+    if cfg.mode == "average":
+        out = {m: average_deltas([d.get(m) for d in per_concept], *shape) for m, shape in stage.shapes.items()}
+    else:
+        acc = _Accumulator(stage, cfg, device, sink)
+        for i, deltas in enumerate(per_concept):
+            acc.begin(deltas)
+            feed(i, acc.add)
+            tick(stage.ticks_per_concept)
+        report.rows[stage.name] = sum(s.rows for s in acc.stats.values())
+        solve_start = time.perf_counter()
+        out, report.residual[stage.name], report.growth[stage.name] = _solve(acc, per_concept, weight, interrupt, tick)
+        report.statistics_s[stage.name], report.solve_s[stage.name] = acc.seconds, time.perf_counter() - solve_start
+        del acc
+        if report.growth[stage.name][0] > GROWTH_WARNING:
+            logger.warning("[Mix-of-Show] gradient fusion, %s: the fused change of %s is %.1fx the concepts' own; "
+                           "the solution extrapolates where the features barely reach, which can break images with "
+                           "regions or unseen prompts. Raise the ridge (spatial_ridge for UNet attention) if it does.",
+                           stage.name, report.growth[stage.name][1], report.growth[stage.name][0])
+    report.layers[stage.name], report.seconds[stage.name] = len(out), time.perf_counter() - start
+    return out

@@ -1,0 +1,1 @@
+"""Concepts feature: its nodes and the host code they need."""

@@ -1,0 +1,217 @@
+"""Layer-wise conditioning (spec §1.2) in ComfyUI: concept words on the CLIP, per-layer contexts in the UNet.
+
+* ``register_words`` puts each concept's words and per-layer embeddings on the CLIP (inside
+  ``clip.patcher.model_options``, so CLIP clones made by other nodes keep them).
+* ``encode_layerwise`` encodes a prompt once per cross-attention layer in one text-encoder batch,
+  each time with that layer's embedding row in place of every concept word, and packs the L
+  contexts into one CONDITIONING tensor (layout in ``mixofshow_core.layer_context``). It rides
+  through ComfyUI's cond batching (cond + uncond, several conds, areas, masks, batch > 1).
+* ``LayerwiseContextPatch`` (one ``attn2_patch`` on the MODEL, so other patches still apply) hands
+  cross-attention layer l its own context ``packed[l::L]``; plain conditioning passes through unchanged.
+  ControlNets get the layer mean via ``cross_attn_controlnet``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...mixofshow_core import layer_context
+from ...mixofshow_core.concept import Concept
+from ...mixofshow_core.errors import ConceptWordError
+from ...mixofshow_core.unet_layout import CrossAttnSite
+from ...mixofshow_core.words import find_words, substitute, unknown_angle_words
+from ..model_layout import cross_attention_sites
+
+REGISTRY_KEY = "mixofshow.concepts"  # on CLIP: word -> embedding rows and origin
+# Candidate stand-in words for concept words during tokenization; each must be one CLIP token.
+_SENTINELS = ("qqq", "zzz", "xxx", "vvv", "jjj", "kkk", "ppp", "www", "yyy", "bbb", "fff", "hhh")
+
+
+class LayerwiseContextPatch:
+    """attn2_patch: give cross-attention layer l its own context from packed conditioning."""
+
+    mixofshow_layerwise = True
+
+    def __init__(self, sites: list[CrossAttnSite]):
+        self.layers = len(sites)
+        self.table = {(s.block[0], s.block[1], s.depth): s.index for s in sites}
+
+    def layer_for(self, extra_options: dict[str, Any]) -> int | None:
+        block = extra_options.get("block")
+        if block is None:
+            return None
+        return self.table.get((block[0], block[1], extra_options.get("block_index", 0)))
+
+    def __call__(self, n, context, value, extra_options):
+        layer = self.layer_for(extra_options)
+        if layer is None or context is None:
+            return n, context, value
+        picked = layer_context.select_layer(context, layer, self.layers)
+        if value is None or value is context:
+            return n, picked, picked
+        return n, picked, layer_context.select_layer(value, layer, self.layers)
+
+
+def has_layer_patch(model: Any) -> bool:
+    patches = model.model_options.get("transformer_options", {}).get("patches", {})
+    return any(getattr(p, "mixofshow_layerwise", False) for p in patches.get("attn2_patch", []))
+
+
+def with_layer_patch(model: Any) -> Any:
+    """Clone of ``model`` carrying the layer-wise context patch exactly once."""
+    model = model.clone()
+    if not has_layer_patch(model):
+        model.set_model_attn2_patch(LayerwiseContextPatch(cross_attention_sites(model)))
+    return model
+
+
+def concept_registry(clip: Any) -> dict[str, dict[str, Any]]:
+    """word -> {"embedding": [L, D], "concept", "source", "group": words of its concept} on ``clip``."""
+    return dict(clip.patcher.model_options.get(REGISTRY_KEY, {}))
+
+
+def register_words(clip: Any, concept: Concept, layers: int, source: str) -> None:
+    """Add the concept's words to ``clip`` (a fresh clone); refuse words already taken."""
+    registry = concept_registry(clip)
+    taken = {w: registry[w]["concept"] for w in concept.words if w in registry}
+    if taken:
+        raise ConceptWordError(
+            f"Concept {source} uses word(s) {sorted(taken)} already used by loaded concept(s) "
+            f"{sorted(set(taken.values()))}. Two concepts cannot share a word: give one of them new words with "
+            "'ED-LoRA Export' (format 'ED-LoRA safetensors', words input) and load the renamed file."
+        )
+    for word in concept.words:
+        rows = concept.embeddings[word].float()
+        if rows.shape[0] == 1:  # vanilla-LoRA checkpoints: one row used by every layer
+            rows = rows.expand(layers, -1).clone()
+        group = next((g for g in concept.word_groups if word in g), concept.words)
+        registry[word] = {"embedding": rows, "concept": concept.name, "source": source, "group": list(group)}
+    clip.patcher.model_options[REGISTRY_KEY] = registry
+
+
+def single_token(clip: Any, word: str) -> int | None:
+    chunk = clip.tokenize(word)["l"][0]
+    ids = [t[0] for t in chunk]
+    end = ids.index(ids[-1]) if ids else 0  # first pad/end token after the word
+    inner = ids[1:end]
+    return inner[0] if len(inner) == 1 and isinstance(inner[0], int) else None
+
+
+def pick_stand_ins(clip: Any, text: str, count: int) -> dict[str, int]:
+    """``count`` one-token stand-in words (word -> token id) that do not occur in ``text``."""
+    present = {t[0] for chunk in clip.tokenize(text)["l"] for t in chunk}
+    picked: dict[str, int] = {}
+    for word in _SENTINELS:
+        if len(picked) == count:
+            break
+        token = single_token(clip, word)
+        if token is not None and token not in present and word not in text:
+            picked[word] = token
+    if len(picked) < count:
+        raise ConceptWordError(
+            f"Could not find {count} free stand-in tokens to encode this prompt; use fewer distinct concept words."
+        )
+    return picked
+
+
+def _tokenize_with_stand_ins(clip: Any, text: str, registry: dict) -> tuple[list[list[tuple]], dict[int, str]]:
+    """Tokenize ``text`` with each concept word as a one-token stand-in: (chunks, stand-in token -> word)."""
+    words = list(dict.fromkeys(find_words(text, registry)))
+    if not words:
+        return clip.tokenize(text)["l"], {}
+    sentinels = pick_stand_ins(clip, text, len(words))
+    chunks = clip.tokenize(substitute(text, dict(zip(words, sentinels))))["l"]
+    return chunks, {token: word for word, token in zip(words, sentinels.values())}
+
+
+def _first_end(clip: Any, chunk: list[tuple]) -> int | None:
+    """Index of the first end token after BOS in a token chunk."""
+    end = clip.tokenizer.clip_l.end_token
+    return next((j for j, t in enumerate(chunk) if j > 0 and t[0] == end), None)
+
+
+def layer_contexts(clip: Any, text: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Encode ``text`` once per layer: (contexts [L, T, D], pooled [1, P], concept-token positions).
+
+    Positions index T and list every concept-word token followed by the first end token, as the
+    official K/V fusion uses them (spec §2.1 step 5). Needs at least one concept on ``clip``.
+    """
+    registry = concept_registry(clip)
+    layers = next(iter(registry.values()))["embedding"].shape[0]
+    chunks, token_word = _tokenize_with_stand_ins(clip, text, registry)
+    if not token_word:
+        cond, pooled = clip.encode_from_tokens({"l": chunks}, return_pooled=True)
+        return cond[0].unsqueeze(0).expand(layers, -1, -1), pooled, []
+    per_layer = []
+    for layer in range(layers):
+        for chunk in chunks:
+            per_layer.append([
+                (registry[token_word[t[0]]]["embedding"][layer], *t[1:])
+                if isinstance(t[0], int) and t[0] in token_word else t
+                for t in chunk
+            ])
+    cond, pooled = clip.encode_from_tokens({"l": per_layer}, return_pooled=True)  # (1, L*T, D)
+    tokens = cond.shape[1] // layers
+    contexts = cond.reshape(layers, tokens, cond.shape[2])  # (L, T, D)
+    width = len(chunks[0])
+    positions = [c * width + j for c, chunk in enumerate(chunks) for j, t in enumerate(chunk)
+                 if isinstance(t[0], int) and t[0] in token_word]
+    eos = _first_end(clip, chunks[-1])
+    if eos is not None:
+        positions.append((len(chunks) - 1) * width + eos)
+    return contexts, pooled, positions
+
+
+def prompt_length(clip: Any, text: str) -> int:
+    """Tokens of ``text`` up to and including the first end token (concept words count one each)."""
+    chunk = _tokenize_with_stand_ins(clip, text, concept_registry(clip))[0][0]
+    eos = _first_end(clip, chunk)
+    return len(chunk) if eos is None else eos + 1
+
+
+def encode_layerwise(clip: Any, text: str) -> list[list[Any]]:
+    """CONDITIONING for ``text`` where every loaded concept word uses its per-layer embedding."""
+    registry = concept_registry(clip)
+    if not registry:
+        cond, pooled = clip.encode_from_tokens(clip.tokenize(text), return_pooled=True)
+        return [[cond, {"pooled_output": pooled}]]
+    contexts, pooled, _ = layer_contexts(clip, text)
+    layers = contexts.shape[0]
+    packed = layer_context.pack_layers(contexts.unsqueeze(1))  # (1, T*L, D)
+    extras = {
+        "pooled_output": pooled,
+        "cross_attn_controlnet": layer_context.mean_over_layers(packed, layers),  # (1, T, D)
+        "mixofshow_layers": layers,
+    }
+    return [[packed, extras]]
+
+
+def prompt_warnings(clip: Any, text: str) -> list[str]:
+    """Human-readable problems with concept words in ``text`` (unknown <words>, half-used concepts)."""
+    registry = concept_registry(clip)
+    found = set(find_words(text, registry))
+    notes = []
+    unknown = unknown_angle_words(text, registry)
+    if unknown:
+        notes.append(
+            f"prompt has {unknown} which no loaded concept defines (loaded words: {sorted(registry) or 'none'}); "
+            "they are encoded as plain text. Check the spelling or load the concept with EDLoRALoader."
+        )
+    groups = {tuple(entry.get("group", [word])) for word, entry in registry.items()}
+    for group in sorted(groups):
+        used = [w for w in group if w in found]
+        if used and len(used) < len(group):
+            missing = [w for w in group if w not in found]
+            notes.append(f"concept '{' '.join(group)}' is used without {missing}; write all its words.")
+    return notes
+
+
+def embedding_table_module(clip: Any) -> torch.nn.Module:
+    """The CLIP-L token-embedding module (ids -> [.., D])."""
+    return clip.cond_stage_model.clip_l.transformer.get_input_embeddings()
+
+
+def embedding_table(clip: Any) -> torch.Tensor:
+    """The CLIP's token-embedding table [V, D] (for initialising or checking concept words)."""
+    return embedding_table_module(clip).weight

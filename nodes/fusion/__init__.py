@@ -1,0 +1,1 @@
+"""Fusion feature: its nodes and the host code they need."""

@@ -1,0 +1,200 @@
+"""Gradient fusion nodes (Mix-of-Show/fusion): many ED-LoRA concepts into one model."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import comfy.model_management
+import comfy.utils
+
+from ...mixofshow_core.concept import Concept
+from ...mixofshow_core.config import FUSION_ANCHORS, FUSION_MODES, FusionConfig
+from ...mixofshow_core.formats import WRITERS, kohya, load_concept
+from .. import model_folders
+from ..concepts import layerwise, model_patches
+from . import pipeline
+
+logger = logging.getLogger(__name__)
+CATEGORY = "Mix-of-Show/fusion"
+DEFAULTS = FusionConfig()
+
+
+class EDLoRAConceptList:
+    DESCRIPTION = "Add a concept file to a list for Gradient Fusion (an alternative to chaining ED-LoRA Loaders)."
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MOS_CONCEPTS",)
+    RETURN_NAMES = ("concepts",)
+    OUTPUT_TOOLTIPS = ("The list so far, with this concept appended.",)
+    FUNCTION = "append"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "concept_name": (model_folders.concept_files(), {"tooltip": "Concept file in models/edloras."}),
+                "unet_alpha": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 4.0, "step": 0.05,
+                                         "tooltip": "Scale of this concept's UNet delta in the fusion targets "
+                                                    "(official unet_alpha)."}),
+                "text_alpha": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 4.0, "step": 0.05,
+                                         "tooltip": "Scale of its text-encoder delta (official text_encoder_alpha)."}),
+            },
+            "optional": {"concepts": ("MOS_CONCEPTS", {"tooltip": "A list to extend (chain these nodes)."})},
+        }
+
+    def append(self, concept_name, unet_alpha, text_alpha, concepts=None):
+        entry = {"name": concept_name, "path": model_folders.concept_path(concept_name), "unet_alpha": unet_alpha,
+                 "text_alpha": text_alpha}
+        return (list(concepts or []) + [entry],)
+
+
+class GradientFusion:
+    DESCRIPTION = (
+        "Fuse many ED-LoRA concepts into one MODEL and CLIP that keep every identity (Mix-of-Show gradient "
+        "fusion). Connect a MODEL/CLIP that went through ED-LoRA Loaders, and/or a concept list with the base "
+        "MODEL/CLIP. Solved exactly per layer from streamed Gram statistics: seconds to minutes, and memory that "
+        "does not grow with the number of concepts."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MODEL", "CLIP", "STRING")
+    RETURN_NAMES = ("MODEL", "CLIP", "report")
+    OUTPUT_TOOLTIPS = (
+        "The fused model (base + fused deltas), with the layer-wise context patch.",
+        "The fused CLIP with every concept's words; save them with 'ED-LoRA Save Bundle'.",
+        "What was fused, per stage: layers, feature rows, seconds, worst relative residual, and how far the largest "
+        "fused change outgrows the concepts' own (above 2x: raise ridge).",
+    )
+    FUNCTION = "fuse"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        d = DEFAULTS
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "Base model, or the end of an ED-LoRA Loader chain (their LoRA "
+                                               "patches are taken off and fused instead)."}),
+                "clip": ("CLIP", {"tooltip": "The matching CLIP (base, or from the same ED-LoRA Loader chain)."}),
+                "mode": (list(FUSION_MODES), {"default": d.mode, "tooltip":
+                         "closed_form: exact per-layer optimum (fast). lbfgs: the paper's solver, for reference "
+                         "(stores features; slow). average: weight averaging baseline."}),
+                "steps": ("INT", {"default": d.steps, "min": 1, "max": 200, "tooltip":
+                          "Sampling steps whose UNet features are collected per concept (paper: 20)."}),
+                "resolution": ("INT", {"default": d.resolution, "min": 64, "max": 2048, "step": 8, "tooltip":
+                               "Image size for feature collection (paper: 512). Lower is faster."}),
+                "seed": ("INT", {"default": d.seed, "min": 0, "max": 2**31 - 1, "tooltip":
+                         "Seed of the feature-collection noise; same seed, same fused model."}),
+                "ridge": ("FLOAT", {"default": d.ridge, "min": 0.0, "max": 10.0, "step": 0.0001, "tooltip":
+                          "Text-encoder and cross-attention K/V layers: pull toward the anchor (fraction of the mean "
+                          "feature energy); 0 = exact. Raise if the report warns that a fused change outgrows the "
+                          "concepts' own, or fused concepts look washed out or noisy with regions (small models)."}),
+            },
+            "optional": {
+                "concepts": ("MOS_CONCEPTS", {"tooltip": "Concepts from 'ED-LoRA Concept List', fused with any "
+                                                         "from the loader chain."}),
+                "text_iters": ("INT", {"default": d.text_iters, "min": 1, "max": 5000,
+                                       "tooltip": "L-BFGS iterations, text encoder (lbfgs mode only; paper: 500)."}),
+                "kv_iters": ("INT", {"default": d.kv_iters, "min": 1, "max": 5000,
+                                     "tooltip": "L-BFGS iterations, cross-attention K/V (lbfgs mode only; 500)."}),
+                "spatial_iters": ("INT", {"default": d.spatial_iters, "min": 1, "max": 5000,
+                                          "tooltip": "L-BFGS iterations, other UNet layers (lbfgs mode only; 50)."}),
+                "accumulate_fp64": ("BOOLEAN", {"default": d.accumulate_fp64, "tooltip":
+                                    "Accumulate statistics in float64 (exact); off halves their memory."}),
+                "lora_filename": ("STRING", {"default": "", "tooltip":
+                                  "If set, also save the fused change as one LoRA file (exact .diff keys) in "
+                                  "models/loras under this name."}),
+                "anchor": (list(FUSION_ANCHORS), {"default": d.anchor, "tooltip":
+                           "What the ridges pull toward where the concepts' features say little: base = no change "
+                           "(default; measured safest on prompts without concept words), average = the weight "
+                           "average of the concepts' changes."}),
+                "spatial_ridge": ("FLOAT", {"default": d.spatial_ridge, "min": 0.0, "max": 10.0, "step": 0.001,
+                                  "tooltip": "Ridge of the UNet attention layers other than K/V, whose features come "
+                                             "from sampling: keeps prompts without concept words as the base model "
+                                             "draws them (lower it for a closer fit on the concepts' own prompts)."}),
+            },
+        }
+
+    def fuse(self, model, clip, mode, steps, resolution, seed, ridge, concepts=None, text_iters=DEFAULTS.text_iters,
+             kv_iters=DEFAULTS.kv_iters, spatial_iters=DEFAULTS.spatial_iters,
+             accumulate_fp64=DEFAULTS.accumulate_fp64, lora_filename="", anchor=DEFAULTS.anchor,
+             spatial_ridge=DEFAULTS.spatial_ridge):
+        cfg = FusionConfig(mode=mode, steps=steps, resolution=resolution, seed=seed, ridge=ridge, anchor=anchor,
+                           spatial_ridge=spatial_ridge,
+                           text_iters=text_iters, kv_iters=kv_iters, spatial_iters=spatial_iters,
+                           accumulate_fp64=accumulate_fp64)
+        items = [pipeline.FusionItem(load_concept(e["path"]), e["strength_model"], e["strength_clip"])
+                 for e in model_patches.loaded_concepts(model)]
+        chained = [item.concept for item in items]
+        items += [pipeline.FusionItem(load_concept(e["path"]), e["unet_alpha"], e["text_alpha"])
+                  for e in (concepts or [])]
+        if not items:
+            raise ValueError("GradientFusion got no concepts: chain ED-LoRA Loaders before it, or connect an "
+                             "'ED-LoRA Concept List' to its concepts input.")
+        base_model, base_clip = model_patches.without_loaded_concepts(model, clip, chained)
+        bars: dict[str, comfy.utils.ProgressBar] = {}
+
+        def progress(stage, done, total):
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            if stage not in bars:
+                bars[stage] = comfy.utils.ProgressBar(total)
+                logger.info("[Mix-of-Show] fusion stage: %s", stage)
+            bars[stage].update_absolute(done, total)
+
+        fused_model, fused_clip, deltas, report = pipeline.fuse(base_model, base_clip, items, cfg, progress)
+        text = report.text()
+        if lora_filename.strip():
+            start = time.perf_counter()
+            target = model_folders.output_file("loras", lora_filename, "fused")
+            kohya.write_diff(deltas["text"], deltas["unet"], target)
+            text += f"\nwrote {target} in {time.perf_counter() - start:.2f} s"
+        logger.info("[Mix-of-Show] %s", text)
+        return fused_model, fused_clip, text
+
+
+class EDLoRASaveBundle:
+    DESCRIPTION = (
+        "Save every concept word loaded on a CLIP (e.g. after Gradient Fusion) as one embedding bundle in "
+        "models/edloras. Reload a saved fused checkpoint with an ED-LoRA Loader of this bundle to use the words."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("Where the bundle was written.",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip": ("CLIP", {
+                    "tooltip": "A CLIP carrying concept words (from Gradient Fusion or ED-LoRA Loaders)."}),
+                "filename": ("STRING", {"default": "fused_concepts", "tooltip": "Bundle file name without extension."}),
+            }
+        }
+
+    def save(self, clip, filename):
+        registry = layerwise.concept_registry(clip)
+        if not registry:
+            raise ValueError("This CLIP carries no concept words; connect the CLIP output of Gradient Fusion.")
+        groups = []
+        for entry in registry.values():
+            if entry["group"] not in groups:
+                groups.append(entry["group"])
+        words = [w for g in groups for w in g]
+        target = model_folders.output_file(model_folders.EDLORA_FOLDER, filename, "fused_concepts")
+        bundle = Concept(words=words, embeddings={w: registry[w]["embedding"] for w in words},
+                         name=os.path.splitext(os.path.basename(target))[0], word_groups=groups)
+        WRITERS["edlora"](bundle, target)
+        return {"ui": {"text": [target]}, "result": (target,)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "GradientFusion": GradientFusion,
+    "EDLoRAConceptList": EDLoRAConceptList,
+    "EDLoRASaveBundle": EDLoRASaveBundle,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "GradientFusion": "Gradient Fusion (Mix-of-Show)",
+    "EDLoRAConceptList": "ED-LoRA Concept List (Mix-of-Show)",
+    "EDLoRASaveBundle": "ED-LoRA Save Bundle (Mix-of-Show)",
+}

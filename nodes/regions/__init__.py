@@ -1,0 +1,1 @@
+"""Regions feature: its nodes and the host code they need."""

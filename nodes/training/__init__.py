@@ -1,0 +1,1 @@
+"""Training feature: its nodes and the host code they need."""
