@@ -12,7 +12,14 @@ from ...mixofshow_core.concept import Concept
 from ...mixofshow_core.errors import BaseModelMismatchError, KeyMappingError, first_of
 from ...mixofshow_core.formats import kohya
 from ...mixofshow_core.unet_layout import UNetLayout, map_unet_modules
-from ..model_layout import check_concept_fits, clip_text_width, cross_attention_sites, unet_context_width, unet_layout
+from ..model_layout import (
+    check_concept_fits,
+    clip_text_width,
+    cross_attention_sites,
+    require_sd1,
+    unet_context_width,
+    unet_layout,
+)
 from .layerwise import REGISTRY_KEY, register_words, with_layer_patch
 
 LOADED_KEY = "mixofshow.loaded_concepts"  # on MODEL: concepts applied by EDLoRALoader, with their patch slots
@@ -65,6 +72,7 @@ def _check_lora_keys(model: Any, clip: Any, concept: Concept, layout: UNetLayout
 def apply_concept(model: Any, clip: Any, concept: Concept, strength_model: float, strength_clip: float,
                   source: str, path: str = "") -> tuple[Any, Any]:
     """Return (MODEL, CLIP) clones with the concept's LoRA merged as patches and its words usable."""
+    require_sd1(model)
     layout = unet_layout(model)
     sites = cross_attention_sites(model)
     width = clip_text_width(clip)

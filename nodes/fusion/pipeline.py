@@ -95,6 +95,7 @@ class _Fusion:
                  progress: Callable[[str, int, int], None] | None, sink: Callable | None):
         check_unique_words(items)
         self.model, self.clip, self.items, self.cfg = model, clip, items, cfg
+        model_layout.require_sd1(model)
         self.sites = model_layout.cross_attention_sites(model)
         width = model_layout.clip_text_width(clip)
         for item in items:

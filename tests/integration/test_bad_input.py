@@ -172,3 +172,46 @@ def test_official_checkpoint_on_the_tiny_model_reports_the_family(host, testbed)
     model, clip, _ = testbed
     with pytest.raises(_errors(host).BaseModelMismatchError, match="base family sd1 .text width 768"):
         _loader(host).load(model, clip, "potter_tiny_mismatch.pth", 1.0, 1.0)
+
+
+def _tiny_sdxl_model():
+    """A width-reduced SDXL-layout MODEL (the host's SDXL config: linear proj, ADM input), random weights."""
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    class TinySDXL(comfy.supported_models.SDXL):
+        unet_extra_config = {"num_heads": -1, "num_head_channels": 16}
+
+    config = TinySDXL(dict(
+        use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False, adm_in_channels=2816,
+        num_classes="sequential", in_channels=4, out_channels=4, model_channels=32, num_res_blocks=[2, 2, 2],
+        channel_mult=[1, 2, 2], transformer_depth=[0, 0, 1, 1, 1, 1], transformer_depth_output=[0, 0, 0, 1, 1, 1,
+                                                                                                   1, 1, 1],
+        transformer_depth_middle=1, use_linear_in_transformer=True, context_dim=64, use_temporal_resblock=False,
+        use_temporal_attention=False))
+    config.set_inference_dtype(torch.float32, None)
+    return comfy.model_patcher.ModelPatcher(config.get_model({}), comfy.model_management.get_torch_device(),
+                                            comfy.model_management.unet_offload_device())
+
+
+def test_a_model_of_another_family_is_refused_naming_it_by_every_concept_node(host, testbed):
+    """An SDXL-family MODEL (even with a CLIP of matching width) gets one message naming SDXL and what is
+    supported, from the loader, fusion and training alike, not a shape error deep inside."""
+    model, clip, vae = testbed
+    concept_file = write_concept(host, random_concept(host, model, clip, ("<fam1>",), seed=3), "fam_sd1.safetensors")
+    with torch.inference_mode():
+        sdxl = _tiny_sdxl_model()
+    assert host.pack("nodes.model_layout").model_family(sdxl) == "SDXL"
+    assert host.pack("nodes.model_layout").model_family(testbed[0]) == "SD1.x"
+    errors = _errors(host)
+    expected = r"This MODEL is SDXL: the pack supports SD1.x models .*SDXL is not supported yet"
+    with pytest.raises(errors.BaseModelMismatchError, match=expected):
+        _loader(host).load(sdxl, clip, concept_file, 1.0, 1.0)
+    fusion, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
+    item = fusion.FusionItem(formats.load_concept(f"{host.models('edloras')}/{concept_file}"))
+    config = host.pack("mixofshow_core.config").FusionConfig(resolution=64, steps=1)
+    with pytest.raises(errors.BaseModelMismatchError, match=expected):
+        fusion.fuse(sdxl, clip, [item], config)
+    with pytest.raises(errors.BaseModelMismatchError, match=expected):
+        host.pack("nodes.training.train_host").ComfyTrainHost(sdxl, clip, vae, ["<w1>"], ["a <w1>"], "fp32", False)
