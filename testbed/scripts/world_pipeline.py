@@ -46,7 +46,7 @@ class WorldPipeline:
     def dataset(self, concept, photos: int = 6, seed: int = 0):
         """MOS_DATASET of the concept's photos, captions and masks (EDLoRADataset node)."""
         images, captions, masks = self.host.pack("testbed.world.concepts").concept_photos(concept, photos, seed)
-        return self._nodes("training_nodes").EDLoRADataset().build(
+        return self._nodes("training.nodes").EDLoRADataset().build(
             torch.from_numpy(images).float() / 255.0, "\n".join(captions), torch.from_numpy(masks))[0]
 
     def train(self, concept, name: str | None = None, mode: str = "edlora", slot: int = 0, seed: int = 0,
@@ -54,7 +54,7 @@ class WorldPipeline:
         """Train ``concept`` with EDLoRATrain; returns its file name in models/edloras."""
         options = {**self.train_options, **overrides}
         steps, batch, size = options.pop("steps"), options.pop("batch_size"), options.pop("resolution")
-        result = self._nodes("training_nodes").EDLoRATrain().train(
+        result = self._nodes("training.nodes").EDLoRATrain().train(
             self.model, self.clip, self.vae, self.dataset(concept, seed=seed), name or concept.name,
             " ".join(concept.words), " ".join(["<rand-0.013>", concept.class_word]), steps, 1, batch, size, seed,
             False, save_every=0, mode=mode, orthogonal_slot=slot, **options)["result"]
@@ -64,7 +64,7 @@ class WorldPipeline:
     def loaded(self, files: list[str], strength_model: float = 1.0, strength_clip: float = 1.0):
         """(MODEL, CLIP) with every concept applied through an EDLoRALoader chain."""
         model, clip = self.model, self.clip
-        loader = self._nodes("concept_nodes").EDLoRALoader()
+        loader = self._nodes("concepts.nodes").EDLoRALoader()
         with torch.inference_mode():
             for name in files:
                 model, clip = loader.load(model, clip, name, strength_model, strength_clip)
@@ -74,13 +74,14 @@ class WorldPipeline:
         """(MODEL, CLIP) holding all concepts: 'gradient' (GradientFusion closed form; ``ridge`` defaults to
         recipe.FUSE's), 'average' (its weight averaging), 'orthogonal' (OrthogonalMerge sum, weight 1 per
         concept's own delta scale)."""
-        fusion = self._nodes("fusion_nodes")
+        fusion = self._nodes("fusion.nodes")
         concepts = None
         with torch.inference_mode():
             for name in files:
                 concepts = fusion.EDLoRAConceptList().append(name, 1.0, 1.0, concepts)[0]
             if method == "orthogonal":
-                return self._nodes("orthogonal_nodes").OrthogonalMerge().merge(self.model, self.clip, concepts, 1.0)[:2]
+                merge = self._nodes("fusion.orthogonal_nodes").OrthogonalMerge()
+                return merge.merge(self.model, self.clip, concepts, 1.0)[:2]
             mode = {"gradient": "closed_form", "average": "average"}[method]
             f = self.host.pack("testbed.world.recipe").FUSE
             ridge = f["ridge"] if ridge is None else ridge  # one ridge for every stage, as the record measured
@@ -89,7 +90,7 @@ class WorldPipeline:
 
     # --- sampling -------------------------------------------------------------------------------------
     def _encode(self, clip, text: str):
-        return self._nodes("concept_nodes").EDLoRATextEncode().encode(clip, text)[0]
+        return self._nodes("concepts.nodes").EDLoRATextEncode().encode(clip, text)[0]
 
     def _decode(self, latent) -> np.ndarray:
         import nodes as cn
@@ -124,7 +125,7 @@ class WorldPipeline:
 
         if not regional:
             return self.sample(model, clip, prompt, count, seed, canvas=canvas)
-        o, region_nodes = self.sample_options, self._nodes("region_nodes")
+        o, region_nodes = self.sample_options, self._nodes("regions.nodes")
         with torch.inference_mode():
             regions = None
             for text, (x, y, w, h) in boxes:
