@@ -43,7 +43,7 @@ HELD_OUT = (
     "a robot in a factory, digital art", "flowers in a glass vase", "a bridge over a river, watercolor",
     "a man in a suit walking in the city",
 )
-RIDGES = (0.0, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
+RIDGES = (0.0, 1e-8, 1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 0.3)  # 0.3: the world recipe's ridge
 
 
 def _big_changes(concept, weight_of, share: float):
@@ -63,7 +63,12 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.25, help="each LoRA change's size relative to its weight")
     parser.add_argument("--resolution", type=int, default=64, help="feature collection (the node's default: 512)")
     parser.add_argument("--steps", type=int, default=1, help="feature collection steps (the node's default: 20)")
+    parser.add_argument("--model", choices=["sd15", "world"], default="sd15",
+                        help="sd15: the full-size random SD1.5 shape with random concepts; world: the world testbed "
+                             "with concepts trained by the world recipe (ED-LoRA Train), world captions held out")
     args = parser.parse_args()
+    if args.model == "world":
+        args.concepts = min(args.concepts, 8)
     host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-bench-safety-"))
     import nodes
 
@@ -77,8 +82,14 @@ def main() -> None:
     def sink(group, concept, rows):
         store.setdefault(group, [[] for _ in range(args.concepts)])[concept].append(rows.double().cpu().clone())
 
+    held_out = HELD_OUT if args.model == "sd15" else _world_captions(host)
+    world = _world(host) if args.model == "world" else None
+    trained = [world.train(c) for c in host.pack("testbed.world.concepts").CONCEPTS[: args.concepts]] if world else []
     with torch.inference_mode():
-        model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]
+        if world is None:
+            model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]
+        else:
+            model, clip = world.model, world.clip
         unet, text_root = model.model.diffusion_model, clip.cond_stage_model
         layout = host.pack("nodes.model_layout").unet_layout(model)
 
@@ -89,6 +100,9 @@ def main() -> None:
 
         items = []
         for i in range(args.concepts):
+            if world is not None:  # trained concepts as they are
+                items.append(glue.FusionItem(formats.load_concept(os.path.join(host.models("edloras"), trained[i]))))
+                continue
             path = os.path.join(host.workdir, f"c{i}.pth")
             test_assets.official_edlora_checkpoint(path, words=(f"<c{i}a>", f"<c{i}b>"), seed=100 + i)
             concept = formats.load_concept(path)
@@ -103,7 +117,7 @@ def main() -> None:
         # up to the end token); text-encoder inputs are recorded with hooks while the base encoder reads them
         sites = host.pack("nodes.model_layout").cross_attention_sites(model)
         held: dict[str, list[torch.Tensor]] = {}
-        for text in HELD_OUT:
+        for text in held_out:
             contexts = cglue.layer_contexts(fused_clip, text)[0]  # (L, T, D)
             length = cglue.prompt_length(fused_clip, text)
             for s in sites:
@@ -113,14 +127,14 @@ def main() -> None:
         with glue._capture(unet, {ldm_of[g]: g for g in spatial}, lambda g, x: held.setdefault(g, []).append(
                 x.reshape(-1, x.shape[-1]).double().cpu())):
             latent = nodes.EmptyLatentImage().generate(64, 64, 1)[0]
-            for seed, text in enumerate(HELD_OUT):  # the base model sampling ordinary prompts, one step each
+            for seed, text in enumerate(held_out):  # the base model sampling ordinary prompts, one step each
                 cond = nodes.CLIPTextEncode().encode(clip, text)[0]
                 nodes.common_ksampler(model, seed, 1, 1.0, "dpmpp_2m", "normal", cond, cond, latent)
         hooks = {glue._CLIP_PREFIX + g.replace(".qkv", ".q_proj"): g for g in store if g.startswith("text_model.")}
         length = [0]
         with glue._capture(text_root, hooks, lambda g, x: held.setdefault(g, []).append(
                 x.reshape(-1, x.shape[-1])[:length[0]].double().cpu())):
-            for text in HELD_OUT:
+            for text in held_out:
                 length[0] = cglue.prompt_length(fused_clip, text)  # the prompt's tokens up to its end token
                 clip.encode_from_tokens(clip.tokenize(text))
 
@@ -130,7 +144,8 @@ def main() -> None:
     per_concept = [{**{m: fusion.ScaledLoRA(p, 1.0) for m, p in it.concept.text_lora.items()},
                     **{m: fusion.ScaledLoRA(p, 1.0) for m, p in it.concept.unet_lora.items()}} for it in items]
     default = config_mod.FusionConfig()
-    print(f"\nN={args.concepts} concepts, LoRA change {args.share} of each weight; {len(HELD_OUT)} held-out prompts; "
+    changes = f"LoRA change {args.share} of each weight" if world is None else "trained by the world recipe"
+    print(f"\n{args.model}: N={args.concepts} concepts, {changes}; {len(held_out)} held-out prompts; "
           f"default: anchor {default.anchor}, ridge {default.ridge}, spatial_ridge {default.spatial_ridge}")
     header = (f"{'stage':20s} {'solver':28s} | {'own err (worst)':>15s} | {'held-out / largest':>20s} "
               f"{'held-out moved':>13s}")
@@ -163,13 +178,32 @@ def main() -> None:
                 moved = [_moved(x_held, w0[m], deltas[m]) for m in modules]
                 largest = [max(_moved(x_held, w0[m], fusion.dense(d[m]).double()) for d in per_concept)
                            for m in modules]
-                results.setdefault(name, []).append((own, max(a / b for a, b in zip(moved, largest)), max(moved)))
+                ratios = [a / b for a, b in zip(moved, largest) if b > 0]  # b = 0: no concept changes the layer
+                results.setdefault(name, []).append((own, max(ratios, default=float("nan")), max(moved)))
         for name, values in results.items():
             own, ratio, moved = (max(v[k] for v in values) for k in range(3))
             ridge = default.spatial_ridge if stage == "UNet attention" else default.ridge
             mark = "  <- default" if name.strip() == f"{default.anchor:7s} ridge {ridge:g}".strip() else ""
             print(f"{stage:20s} {name:28s} | {own:15.2e} | {ratio:20.3f} {moved:13.3f}{mark}")
         print()
+
+
+def _world(host):
+    """The world testbed pipeline (its trained model and recipe), from testbed/scripts."""
+    sys.path.insert(0, os.path.join(REPO, "testbed", "scripts"))
+    import world_pipeline
+
+    return world_pipeline.WorldPipeline.load(host)
+
+
+def _world_captions(host, count: int = 20) -> list[str]:
+    """``count`` captions of the base world (plain objects, no concept word), varied and deterministic."""
+    render = host.pack("testbed.world.render")
+    combos = [(s, c, size, pos, g) for s in render.SHAPES for c in render.COLOURS for size in render.SIZES
+              for pos in render.POSITIONS for g in render.BACKGROUNDS]
+    step = max(1, len(combos) // count)
+    return [render.caption([render.Obj(s, c, size=size, position=pos)], g) for s, c, size, pos, g in combos[::step]][
+        :count]
 
 
 def _group_of(module: str) -> str:

@@ -14,6 +14,7 @@ Peak memory: CUDA max allocated on a GPU, else the rise of the process's peak RS
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -80,15 +81,18 @@ def _child(args) -> dict:
         else:
             from comfy_extras.nodes_train import TrainLoraNode
 
-            latents = {"samples": vae.encode(images)}
+            # one LATENT per image: 0.3.75's single-LATENT path fails (UnboundLocalError: multi_res)
+            latents = [{"samples": vae.encode(image[None])} for image in images]
             positive = clip.encode_from_tokens_scheduled(clip.tokenize(prompt.replace("<TOK>", "b1 b2")))
             dtype = "fp32" if not gpu else "bf16"
-            TrainLoraNode.execute(
-                model=[model], latents=[latents], positive=[positive], batch_size=[2], steps=[args.steps],
+            options = dict(
+                model=[model], latents=latents, positive=[positive], batch_size=[2], steps=[args.steps],
                 grad_accumulation_steps=[1], learning_rate=[1e-4], rank=[args.rank], optimizer=["AdamW"],
                 loss_function=["MSE"], seed=[0], training_dtype=[dtype], lora_dtype=[dtype],
                 algorithm=[_lora_algorithm()],
                 gradient_checkpointing=[False], existing_lora=["[None]"], bucket_mode=[False])
+            accepted = inspect.signature(TrainLoraNode.execute).parameters  # bucket_mode: newer hosts only
+            TrainLoraNode.execute(**{k: v for k, v in options.items() if k in accepted})
         seconds = time.perf_counter() - start
         peak = (torch.cuda.max_memory_allocated() / 2**20) if gpu else _peak_mb()
     return {"steps_per_s": args.steps / seconds, "peak_mb": peak - (0 if gpu else base),
