@@ -130,7 +130,8 @@ def _finished(url, prompt_id, timeout_s=900):
 @pytest.mark.parametrize("name", CASES)
 def test_example_workflow_runs_as_opened(server, name, request):
     url, base = server
-    assert not os.listdir(base / "input")  # nothing was put in place for the workflow
+    placed = [f for _, _, files in os.walk(base / "input") for f in files]  # (newer hosts make an empty input/3d)
+    assert not placed  # nothing was put in place for the workflow
     if name == "world_2_fuse_and_regions.json" and "world_1_train_concepts.json" not in _SUCCEEDED:
         pytest.fail("world_2 loads the concepts world_1 trains: run both, in order (as its Note says)")
     templates = _get(url + "/workflow_templates")[PACK]
