@@ -3,8 +3,9 @@
 Each count runs in its own process on the generated full-size SD1.5-shaped checkpoint (random weights) with
 official-layout random concepts, through the Gradient Fusion node's pipeline (closed form, default ridges).
 Printed per count: seconds in feature extraction (encoding and sampling with each concept), statistics (folding
-features into Gram matrices), solve, and the LoRA write; the share of statistics + solve; and the process's peak
-memory above what it held once the model was loaded (the memory fusion itself needs).
+features into Gram matrices), solve, and the LoRA write; the share of statistics + solve; the process's peak
+memory above what it held once the model was loaded (the memory fusion itself needs); and each stage's worst
+relative residual. ``--fp32`` accumulates the statistics in float32 instead of the node's float64, to compare.
 
     eval "$(bash scripts/host/provision.sh)"; $MOS_PYTHON benchmarks/bench_fusion_scale.py [--counts 2,4,8]
 """
@@ -27,7 +28,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(count: int, resolution: int, steps: int) -> dict:
+def _child(count: int, resolution: int, steps: int, fp64: bool) -> dict:
     import torch
 
     import comfy_host
@@ -50,14 +51,15 @@ def _child(count: int, resolution: int, steps: int) -> dict:
             items.append(glue.FusionItem(formats.load_concept(path)))
         loaded = _peak_mb()
         start = time.perf_counter()
-        _, _, deltas, report = glue.fuse(model, clip, items, config.FusionConfig(resolution=resolution, steps=steps))
+        cfg = config.FusionConfig(resolution=resolution, steps=steps, accumulate_fp64=fp64)
+        _, _, deltas, report = glue.fuse(model, clip, items, cfg)
         fused_s = time.perf_counter() - start
         start = time.perf_counter()
         kohya.write_diff(deltas["text"], deltas["unet"], os.path.join(host.workdir, "fused.safetensors"))
         write_s = time.perf_counter() - start
     statistics, solve = sum(report.statistics_s.values()), sum(report.solve_s.values())
     return {"features": fused_s - statistics - solve, "statistics": statistics, "solve": solve, "write": write_s,
-            "extra_mb": _peak_mb() - loaded, "loaded_mb": loaded}
+            "extra_mb": _peak_mb() - loaded, "loaded_mb": loaded, "residual": report.residual}
 
 
 def main() -> None:
@@ -65,22 +67,24 @@ def main() -> None:
     parser.add_argument("--counts", default="2,4,8")
     parser.add_argument("--resolution", type=int, default=64, help="feature collection image size (node: 512)")
     parser.add_argument("--steps", type=int, default=2, help="feature collection steps (node: 20)")
+    parser.add_argument("--fp32", action="store_true", help="accumulate statistics in float32 (node default: fp64)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(_child(args.child, args.resolution, args.steps)))
+        print("RESULT " + json.dumps(_child(args.child, args.resolution, args.steps, not args.fp32)))
         return
     rows = {}
     for count in (int(c) for c in args.counts.split(",")):
         cmd = [sys.executable, __file__, "--child", str(count), "--resolution", str(args.resolution),
-               "--steps", str(args.steps)]
+               "--steps", str(args.steps)] + (["--fp32"] if args.fp32 else [])
         out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             print(f"{count} concepts: failed\n{out.stderr[-2000:]}")
             continue
         rows[count] = json.loads(line[len("RESULT "):])
-    print(f"\ngradient fusion, SD1.5 shape, closed form, features at {args.resolution}px x {args.steps} steps")
+    print(f"\ngradient fusion, SD1.5 shape, closed form, features at {args.resolution}px x {args.steps} steps, "
+          f"statistics in {'fp32' if args.fp32 else 'fp64'}")
     print(f"{'concepts':>8} {'features s':>11} {'statistics s':>13} {'solve s':>8} {'write s':>8} "
           f"{'stats+solve':>12} {'peak extra MB':>14} {'model loaded MB':>16}")
     for count, r in rows.items():
@@ -88,6 +92,9 @@ def main() -> None:
         share = (r["statistics"] + r["solve"]) / total
         print(f"{count:>8} {r['features']:>11.1f} {r['statistics']:>13.1f} {r['solve']:>8.1f} {r['write']:>8.2f} "
               f"{share:>11.0%} {r['extra_mb']:>14.0f} {r['loaded_mb']:>16.0f}")
+    print("worst relative residual per stage (0 = each concept reproduced on its own features):")
+    for count, r in rows.items():
+        print(f"{count:>8} " + ", ".join(f"{stage} {value:.3e}" for stage, value in r["residual"].items()))
 
 
 if __name__ == "__main__":
