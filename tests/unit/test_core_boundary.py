@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 CORE = pathlib.Path(__file__).resolve().parents[2] / "mixofshow_core"
+REPO = CORE.parent
 HOST_MODULES = {"comfy", "comfy_api", "comfy_execution", "comfy_extras", "folder_paths", "server", "nodes",
                 "node_helpers", "latent_preview", "execution"}
 
@@ -55,8 +56,6 @@ def _resolve(path: pathlib.Path, level: int, module: str) -> str:
     package = package[: len(package) - (level - 1)]
     return ".".join(package + ([module] if module else []))
 
-
-REPO = CORE.parent
 
 
 def test_the_product_imports_nothing_from_the_testbed():
