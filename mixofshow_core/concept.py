@@ -1,9 +1,12 @@
 """An ED-LoRA concept: layer-wise word embeddings plus text-encoder and UNet LoRA (spec §1.1-§1.3).
 
-Each concept word (e.g. ``<potter1>``) owns one embedding row per UNet cross-attention layer, shape
-``[L, D]`` (L = 16, D = 768 for SD1.x); row ``l`` is what cross-attention layer ``l`` sees in place of
-the word, layers counted down -> mid -> up. LoRA factors are keyed by diffusers module names
-(``text_model.encoder.layers.0.self_attn.q_proj``, ``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``).
+Each concept word (e.g. ``<potter1>``) owns one embedding row per UNet attention block, shape ``[L, D]``
+(SD1.x: L = 16, D = 768; SDXL: L = 11, D = 768 + 1280); row ``l`` is what the cross-attention layers of
+block ``l`` see in place of the word, blocks counted down -> mid -> up. With two text encoders (SDXL) a row
+is both encoders' token embeddings side by side, CLIP-L first, in the order their outputs form the context.
+LoRA factors are keyed by diffusers module names (``text_model.encoder.layers.0.self_attn.q_proj``,
+``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q``); modules of the second text encoder carry
+the prefix ``text_encoder_2.`` (``text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj``).
 """
 from __future__ import annotations
 
@@ -17,11 +20,22 @@ from .lora import LoRAPair
 
 WORD_PATTERN = re.compile(r"^\S+$")
 FAMILY_BY_TEXT_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
+SDXL_ENCODERS = [("clip_l", 768), ("clip_g", 1280)]
+TEXT_ENCODER_2 = "text_encoder_2."  # text_lora key prefix of the second text encoder (SDXL's CLIP-G)
+FAMILY_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x", "sdxl": "SDXL"}
 
 
 def family_for_text_width(width: int) -> str:
     """Name the base family a text width belongs to ("sd1", "sd2", "sdxl"), or "unknown-<width>"."""
     return FAMILY_BY_TEXT_WIDTH.get(width, f"unknown-{width}")
+
+
+def split_text_module(module: str) -> tuple[int, str]:
+    """(text encoder index, module name inside it) of a text_lora key: 0 for the first encoder, 1 for SDXL's
+    CLIP-G (prefix ``text_encoder_2.``)."""
+    if module.startswith(TEXT_ENCODER_2):
+        return 1, module[len(TEXT_ENCODER_2):]
+    return 0, module
 
 
 @dataclass
@@ -38,6 +52,9 @@ class Concept:
         base_family: "sd1", "sd2", "sdxl"; derived from the text width when not given.
         word_groups: which words form one concept (a fused bundle holds several); default [words].
         orthogonal: for Orthogonal Adaptation concepts, {"basis", "slot", "scale", "rank"}; else {}.
+        text_encoders: [(name, width)] of the text encoders whose token embeddings make up a row, in row
+            order, e.g. [("clip_l", 768), ("clip_g", 1280)]; widths sum to D. Default: SDXL's two for D = 2048,
+            SD2's "clip_h" for 1024, else one "clip_l" of width D.
     """
 
     words: list[str]
@@ -49,6 +66,7 @@ class Concept:
     base_family: str = ""
     word_groups: list[list[str]] = field(default_factory=list)
     orthogonal: dict = field(default_factory=dict)
+    text_encoders: list[tuple[str, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.words:
@@ -83,6 +101,20 @@ class Concept:
             raise ConceptFileError(f"word_groups {self.word_groups} must cover the words {self.words} exactly once.")
         if not self.base_family:
             self.base_family = family_for_text_width(self.text_width)
+        if not self.text_encoders:
+            both = self.text_width == sum(w for _, w in SDXL_ENCODERS)
+            one = "clip_h" if self.text_width == 1024 else "clip_l"
+            self.text_encoders = list(SDXL_ENCODERS) if both else [(one, self.text_width)]
+        self.text_encoders = [(str(n), int(w)) for n, w in self.text_encoders]
+        if sum(w for _, w in self.text_encoders) != self.text_width:
+            raise ConceptFileError(
+                f"Text encoders {self.text_encoders} add up to width {sum(w for _, w in self.text_encoders)}, but the "
+                f"embeddings are {self.text_width} wide; the encoder widths must add up to the embedding width.")
+        second = sorted(m for m in self.text_lora if split_text_module(m)[0] >= len(self.text_encoders))
+        if second:
+            raise ConceptFileError(
+                f"Text-encoder LoRA modules {second[:6]} belong to a second text encoder, but the concept has only "
+                f"{[n for n, _ in self.text_encoders]}.")
 
     @property
     def layer_count(self) -> int:
@@ -99,6 +131,11 @@ class Concept:
         """Largest LoRA rank in the concept (0 for an embedding-only concept)."""
         ranks = [p.rank for p in {**self.text_lora, **self.unet_lora}.values()]
         return max(ranks, default=0)
+
+    def encoder_rows(self, word: str) -> dict[str, torch.Tensor]:
+        """A word's rows split by text encoder: name -> [L, width] (SD1.x: {"clip_l": all of it})."""
+        parts = self.embeddings[word].split([w for _, w in self.text_encoders], dim=1)
+        return {name: part for (name, _), part in zip(self.text_encoders, parts)}
 
     def embedding_stack(self) -> torch.Tensor:
         """All word embeddings stacked in word order, shape [n_words, L, D]."""
@@ -123,4 +160,5 @@ def rename_words(concept: Concept, new_words: list[str]) -> Concept:
         base_family=concept.base_family,
         word_groups=[[mapping[w] for w in g] for g in concept.word_groups],
         orthogonal=dict(concept.orthogonal),
+        text_encoders=list(concept.text_encoders),
     )

@@ -40,13 +40,17 @@ def init_concept(
     alpha: float = 1.0,
     seed: int = 0,
     up_std: float = 0.0,
+    text_encoders: list[tuple[str, int]] | None = None,
+    base_family: str = "",
 ) -> Concept:
     """Build a concept whose word i has ``word_vectors[i]`` ([D]) in every one of ``layers`` rows.
 
-    ``text_modules`` / ``unet_modules`` map diffusers module names to (in_features, out_features).
+    ``text_modules`` / ``unet_modules`` map diffusers module names to (in_features, out_features);
+    ``text_encoders`` and ``base_family`` as in Concept (default: from the width).
     """
     g = torch.Generator().manual_seed(seed)
     embeddings = {w: v.float().unsqueeze(0).repeat(layers, 1) for w, v in zip(words, word_vectors)}  # (L, D)
     text = {m: init_lora(i, o, rank, g, up_std) for m, (i, o) in sorted(text_modules.items())}
     unet = {m: init_lora(i, o, rank, g, up_std) for m, (i, o) in sorted(unet_modules.items())}
-    return Concept(words=list(words), embeddings=embeddings, text_lora=text, unet_lora=unet, alpha=alpha)
+    return Concept(words=list(words), embeddings=embeddings, text_lora=text, unet_lora=unet, alpha=alpha,
+                   text_encoders=list(text_encoders or []), base_family=base_family)

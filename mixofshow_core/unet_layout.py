@@ -1,10 +1,11 @@
 """Cross-attention layer order and the diffusers <-> ComfyUI (LDM) module names of a UNet.
 
-The layer-wise embedding index (spec §0.1) counts every cross-attention (``attn2``) module walking
-diffusers ``down_blocks``, then ``mid_block``, then ``up_blocks``; in LDM/ComfyUI naming this is
-``input_blocks``, ``middle_block``, ``output_blocks``, in that order. Nothing here is SD1.5-specific:
-the layout is described by which input/output blocks are downsamplers and which hold transformers,
-as discovered from the model by the caller.
+The official order (spec §0.1) walks diffusers ``down_blocks``, then ``mid_block``, then ``up_blocks``; in
+LDM/ComfyUI naming ``input_blocks``, ``middle_block``, ``output_blocks``. Layer-wise embeddings have one row
+per *attention block* (a SpatialTransformer, diffusers ``attentions.<j>``) in that order: SD1.x has 16, each
+with one transformer; SDXL has 11 holding 70 transformers (depth 2 or 10), which share their block's row
+(docs/design.md gives the reasons). Nothing here is family-specific: the layout is described by which
+input/output blocks are downsamplers and which hold transformers, as discovered from the model by the caller.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class CrossAttnSite:
     """One cross-attention layer.
 
     Attributes:
-        index: layer index in the official order (down -> mid -> up).
+        index: transformer index in the official order (down -> mid -> up).
+        row: its attention block's index in that order: the layer-wise embedding row it reads.
         block: ComfyUI block id as seen by attention patches, e.g. ("input", 1).
         depth: transformer index inside that block's SpatialTransformer (``block_index`` in ComfyUI).
         ldm_prefix: e.g. "input_blocks.1.1.transformer_blocks.0".
@@ -38,6 +40,7 @@ class CrossAttnSite:
     """
 
     index: int
+    row: int
     block: tuple[str, int]
     depth: int
     ldm_prefix: str
@@ -92,8 +95,10 @@ class UNetLayout:
             block = int(m["block"]) if m["block"] is not None else 0
             parsed.append((_SECTION_ORDER[section], block, int(m["depth"]), section, path))
         parsed.sort(key=lambda p: p[:3])
+        rows: dict[str, int] = {}  # attention block (LDM container path) -> its row
         sites = []
         for index, (_, block, depth, section, path) in enumerate(parsed):
+            row = rows.setdefault(path.rsplit(".transformer_blocks.", 1)[0], len(rows))
             if section == "input_blocks":
                 level, j = self.input_block_level(block)
                 prefix = f"down_blocks.{level}.attentions.{j}"
@@ -105,6 +110,7 @@ class UNetLayout:
             sites.append(
                 CrossAttnSite(
                     index=index,
+                    row=row,
                     block=(_BLOCK_NAME[section], block),
                     depth=depth,
                     ldm_prefix=path,
@@ -141,6 +147,11 @@ class UNetLayout:
         return f"{container}.{m['rest']}"
 
 
+def row_count(sites: list[CrossAttnSite]) -> int:
+    """L, the number of layer-wise embedding rows (attention blocks) of a UNet with these sites."""
+    return 1 + max((s.row for s in sites), default=-1)
+
+
 def map_unet_modules(layout: UNetLayout, modules: list[str]) -> dict[str, str]:
     """Map many diffusers UNet module names to LDM names; fail listing every one that does not map."""
     mapped: dict[str, str] = {}
@@ -158,3 +169,12 @@ def map_unet_modules(layout: UNetLayout, modules: list[str]) -> dict[str, str]:
             "concept was trained on a different UNet architecture; load it on its own base family."
         )
     return mapped
+
+
+def sdxl_layout() -> UNetLayout:
+    """The SDXL UNet's layout (base and its fine-tunes: 2 resnets per level, transformer depths 2 and 10)."""
+    containers = [("input_blocks.4.1", 2), ("input_blocks.5.1", 2), ("input_blocks.7.1", 10), ("input_blocks.8.1", 10),
+                  ("middle_block.1", 10)] + [(f"output_blocks.{b}.1", 10 if b < 3 else 2) for b in range(6)]
+    return UNetLayout(res_blocks_per_level=(2, 2, 2),
+                      transformer_modules=tuple(f"{c}.transformer_blocks.{k}" for c, depth in containers
+                                                for k in range(depth)))

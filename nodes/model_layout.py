@@ -4,15 +4,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..mixofshow_core.concept import Concept, family_for_text_width
+from ..mixofshow_core.concept import FAMILY_NAMES, Concept
 from ..mixofshow_core.errors import BaseModelMismatchError
-from ..mixofshow_core.unet_layout import CrossAttnSite, UNetLayout
+from ..mixofshow_core.unet_layout import CrossAttnSite, UNetLayout, row_count
 
 _TRANSFORMER_PATH = re.compile(r"^(?:(?:input_blocks|output_blocks)\.\d+|middle_block)\.\d+\.transformer_blocks\.\d+$")
 # the host's model configs (comfy.supported_models) whose subclasses make up each UNet family
-_FAMILIES = {"SD15": "SD1.x", "SD20": "SD2.x", "SDXL": "SDXL", "SDXLRefiner": "SDXL"}
-_ENCODERS = {("clip_l",): "SD1.x", ("clip_h",): "SD2.x", ("clip_g", "clip_l"): "SDXL", ("clip_g",): "SDXL"}
-SUPPORTED = "the pack supports SD1.x models (SD1.4/1.5 and their fine-tunes) today; SDXL is planned"
+_FAMILIES = {"SD15": "SD1.x", "SD20": "SD2.x", "SDXL": "SDXL", "SDXLRefiner": "SDXL refiner"}
+_ENCODERS = {("clip_l",): "SD1.x", ("clip_h",): "SD2.x", ("clip_l", "clip_g"): "SDXL", ("clip_g",): "SDXL refiner"}
+CONCEPT_FAMILIES = ("SD1.x", "SDXL")  # loading concepts, layer-wise encoding, regions
+SUPPORTED = "SD1.x (SD1.4/1.5 and their fine-tunes) and SDXL (base, Illustrious, NoobAI, Pony)"
 
 
 def model_family(model: Any) -> str:
@@ -24,18 +25,31 @@ def model_family(model: Any) -> str:
     return type(config).__name__ if config is not None else type(model.model).__name__
 
 
-def require_sd1(model: Any) -> None:
-    """Raise a clear error for a MODEL of any family but SD1.x, naming it."""
+def require_family(model: Any, supported: tuple[str, ...] = CONCEPT_FAMILIES, stage: str = "the pack") -> str:
+    """The MODEL's family; a clear error naming it when ``stage`` does not support it."""
     family = model_family(model)
-    if family != "SD1.x":
-        raise BaseModelMismatchError(f"This MODEL is {family}: {SUPPORTED}; {family} is not supported yet.")
+    if family not in supported:
+        names = SUPPORTED if supported == CONCEPT_FAMILIES else " and ".join(supported)
+        raise BaseModelMismatchError(
+            f"This MODEL is {family}: {stage} supports {names} models today; {family} is not supported yet.")
+    return family
+
+
+def concept_family(model: Any) -> str:
+    """The base_family code a concept made on this MODEL carries ("sd1", "sdxl")."""
+    return {"SD1.x": "sd1", "SDXL": "sdxl"}[require_family(model)]
+
+
+def require_sd1(model: Any, stage: str) -> None:
+    """Raise a clear error for a MODEL of any family but SD1.x, naming it (stages not yet on SDXL)."""
+    require_family(model, ("SD1.x",), stage)
 
 
 def unet_layout(model: Any) -> UNetLayout:
     """Describe a ModelPatcher's UNet: resnets per level and every transformer with cross-attention."""
     unet = model.model.diffusion_model
     if not hasattr(unet, "input_blocks"):  # a DiT (SD3, Flux, ...): no UNet blocks to map
-        require_sd1(model)
+        require_family(model)
     paths = tuple(
         name
         for name, module in unet.named_modules()
@@ -57,9 +71,14 @@ def cross_attention_sites(model: Any) -> list[CrossAttnSite]:
     sites = unet_layout(model).sites()
     if not sites:
         raise BaseModelMismatchError(
-            "This MODEL has no cross-attention layers; ED-LoRA concepts need a text-conditioned UNet (SD1.x)."
+            "This MODEL has no cross-attention layers; ED-LoRA concepts need a text-conditioned UNet (SD1.x, SDXL)."
         )
     return sites
+
+
+def layer_rows(model: Any) -> int:
+    """L, the layer-wise embedding rows of a MODEL: one per attention block (SD1.x 16, SDXL 11)."""
+    return row_count(cross_attention_sites(model))
 
 
 def unet_context_width(model: Any) -> int:
@@ -69,25 +88,42 @@ def unet_context_width(model: Any) -> int:
     return int(unet.get_submodule(first.ldm_prefix).attn2.to_k.weight.shape[1])
 
 
-def clip_text_width(clip: Any) -> int:
-    """Hidden size of an SD1-style CLIP; raises for multi-encoder CLIPs (SDXL) not supported yet."""
+def clip_encoders(clip: Any) -> list[tuple[str, int]]:
+    """[(name, width)] of a CLIP's text encoders in context order: [("clip_l", 768)] for SD1.x,
+    [("clip_l", 768), ("clip_g", 1280)] for SDXL; a clear error naming any other family."""
     encoder = clip.cond_stage_model
-    names = tuple(n for n in ("clip_g", "clip_h", "clip_l") if hasattr(encoder, n))
-    if names != ("clip_l",):
+    names = tuple(n for n in ("clip_l", "clip_g", "clip_h") if hasattr(encoder, n))
+    if names not in (("clip_l",), ("clip_l", "clip_g")):
         family = _ENCODERS.get(names, type(encoder).__name__)
         raise BaseModelMismatchError(
-            f"This CLIP is {family} (text encoders {list(names) or type(encoder).__name__}): {SUPPORTED}; "
-            f"{family} is not supported yet. ED-LoRA concepts need one CLIP-L text encoder."
-        )
-    return int(encoder.clip_l.transformer.get_input_embeddings().weight.shape[1])
+            f"This CLIP is {family} (text encoders {list(names) or type(encoder).__name__}): the pack supports "
+            f"{SUPPORTED}; {family} is not supported yet. ED-LoRA concepts need CLIP-L, or CLIP-L with CLIP-G.")
+    return [(n, int(getattr(encoder, n).transformer.get_input_embeddings().weight.shape[1])) for n in names]
 
 
-def check_concept_fits(concept: Concept, layers: int, width: int, source: str) -> None:
-    """Raise BaseModelMismatchError unless the concept's [L, D] fits this model."""
-    if concept.text_width != width or concept.layer_count not in (layers, 1):
+def clip_text_width(clip: Any) -> int:
+    """Width of the context a CLIP produces (its encoders' widths added up: 768 SD1.x, 2048 SDXL)."""
+    return sum(w for _, w in clip_encoders(clip))
+
+
+def single_encoder_width(clip: Any, stage: str) -> int:
+    """Hidden size of a one-encoder (SD1-style) CLIP; a clear error for SDXL's two (stages not yet on SDXL)."""
+    encoders = clip_encoders(clip)
+    if len(encoders) != 1:
         raise BaseModelMismatchError(
-            f"Concept {source} was made for base family {concept.base_family} (text width "
-            f"{concept.text_width}, {concept.layer_count} cross-attention layers), but this model has text "
-            f"width {width} and {layers} layers ({family_for_text_width(width)}). Load it onto a checkpoint of "
-            "its own family, or retrain it on this one."
+            f"This CLIP is SDXL (text encoders {[n for n, _ in encoders]}): {stage} supports SD1.x models today; "
+            "SDXL is not supported yet.")
+    return encoders[0][1]
+
+
+def check_concept_fits(concept: Concept, layers: int, encoders: list[tuple[str, int]], family: str,
+                       source: str) -> None:
+    """Raise BaseModelMismatchError unless the concept's rows [L, D] and text encoders fit this model."""
+    if [w for _, w in concept.text_encoders] != [w for _, w in encoders] or concept.layer_count not in (layers, 1):
+        made_for = FAMILY_NAMES.get(concept.base_family, concept.base_family)
+        theirs, ours = (" + ".join(f"{n} {w}" for n, w in e) for e in (concept.text_encoders, encoders))
+        raise BaseModelMismatchError(
+            f"Concept {source} was made for {made_for} (text encoders {theirs}, {concept.layer_count} layer rows), "
+            f"but this model ({family}) has text encoders {ours} and {layers} layer rows. "
+            f"Load it onto a checkpoint of its family ({made_for}), or train the concept again on this one."
         )

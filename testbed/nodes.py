@@ -8,28 +8,34 @@ import torch
 
 from ..mixofshow_core.training.dataset import from_tensors
 from . import model as testbed
+from . import model_sdxl
 from .world.concepts import CONCEPTS
 from .world.training_set import training_tensors
 
 RANDOM = "tiny-random-sd1"
+RANDOM_SDXL = "tiny-random-sdxl"
 WORLD = "world-tiny-sd1"
 WORLD_WEIGHTS = os.path.join(os.path.dirname(__file__), "weights", "world_tiny_sd1.safetensors")
 
 
 def variants() -> list[str]:
-    """The random testbed always; the world-trained one when its weights ship with the pack."""
-    return [RANDOM] + ([WORLD] if os.path.isfile(WORLD_WEIGHTS) else [])
+    """The random testbeds always; the world-trained one when its weights ship with the pack."""
+    return [RANDOM, RANDOM_SDXL] + ([WORLD] if os.path.isfile(WORLD_WEIGHTS) else [])
 
 
 class TestbedCheckpointLoader:
     DESCRIPTION = (
-        "Load one of the pack's built-in tiny SD1-architecture checkpoints (no download): the same layout and 16 "
-        "cross-attention layers as SD1.5 at a small width. tiny-random-sd1: seeded random weights, for trying "
-        "workflows. world-tiny-sd1: trained on the pack's synthetic world of coloured shapes (64x64 images)."
+        "Load one of the pack's built-in tiny checkpoints (no download), made of the host's own classes at a small "
+        "width. tiny-random-sd1: the SD1.5 layout (16 cross-attention layers), seeded random weights. "
+        "tiny-random-sdxl: the SDXL layout (70 cross-attention layers in 11 attention blocks, CLIP-L and CLIP-G), "
+        "seeded random weights. world-tiny-sd1: SD1 layout trained on the pack's synthetic world of coloured shapes "
+        "(64x64 images)."
     )
     CATEGORY = "Mix-of-Show/testbed"
     RETURN_TYPES = ("MODEL", "CLIP", "VAE")
-    OUTPUT_TOOLTIPS = ("Tiny SD1-layout UNet.", "Tiny SD1 CLIP (text width 64) with the SD1 tokenizer.", "Tiny VAE.")
+    OUTPUT_TOOLTIPS = ("Tiny SD1- or SDXL-layout UNet.",
+                       "Tiny CLIP with the real tokenizers: SD1 (text width 64) or SDXL (CLIP-L 64 + CLIP-G 128).",
+                       "Tiny VAE.")
     FUNCTION = "load"
 
     @classmethod
@@ -38,13 +44,15 @@ class TestbedCheckpointLoader:
             "required": {
                 "variant": (variants(), {"tooltip": "Which built-in checkpoint."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
-                                 "tooltip": "Seed of the random weights (tiny-random-sd1 only)."}),
+                                 "tooltip": "Seed of the random weights (tiny-random-* only)."}),
             }
         }
 
     def load(self, variant, seed):
         if variant == WORLD:
             return testbed.load_trained(WORLD_WEIGHTS)
+        if variant == RANDOM_SDXL:
+            return model_sdxl.build_testbed(seed)
         return testbed.build_testbed(seed)
 
 

@@ -1,16 +1,21 @@
 """The pack's native concept format: one safetensors file with versioned metadata.
 
 Tensors:
-    embedding.<i>                          [L, D]  word i (order given by metadata ``words``)
-    text_encoder.<module>.lora_down.weight [r, in]    diffusers text-encoder module names
-    text_encoder.<module>.lora_up.weight   [out, r]
-    unet.<module>.lora_down.weight         [r, in]    diffusers UNet module names
-    unet.<module>.lora_up.weight           [out, r]
-Metadata (strings): mixofshow.format = "edlora", mixofshow.format_version = "1",
-mixofshow.base_family, mixofshow.layer_count, mixofshow.text_width, mixofshow.words (JSON list),
-mixofshow.rank, mixofshow.alpha, mixofshow.name, mixofshow.word_groups (JSON list of word lists;
-several groups = a bundle of fused concepts); optional mixofshow.orthogonal (JSON object: basis, slot,
-scale, rank) for Orthogonal Adaptation concepts.
+    embedding.<i>                            [L, D]  word i (order given by metadata ``words``); one text encoder
+    embedding.<encoder>.<i>                  [L, D_e] word i for each text encoder (version 2, e.g. SDXL's
+                                                      embedding.clip_l.<i> [11, 768], embedding.clip_g.<i> [11, 1280])
+    text_encoder.<module>.lora_down.weight   [r, in]    diffusers text-encoder module names
+    text_encoder.<module>.lora_up.weight     [out, r]
+    text_encoder_2.<module>.lora_*.weight               the second text encoder (SDXL's CLIP-G), version 2
+    unet.<module>.lora_down.weight           [r, in]    diffusers UNet module names
+    unet.<module>.lora_up.weight             [out, r]
+Metadata (strings): mixofshow.format = "edlora", mixofshow.format_version = "1" (one text encoder) or "2",
+mixofshow.base_family ("sd1", "sdxl"), mixofshow.layer_count (L rows: one per UNet attention block),
+mixofshow.text_width (D), mixofshow.words (JSON list), mixofshow.rank, mixofshow.alpha, mixofshow.name,
+mixofshow.word_groups (JSON list of word lists; several groups = a bundle of fused concepts); optional
+mixofshow.orthogonal (JSON object: basis, slot, scale, rank) for Orthogonal Adaptation concepts. Version 2 adds
+mixofshow.text_encoders (JSON list of [name, width], row order) and mixofshow.layer_granularity
+("attention_block": one row per SpatialTransformer; its transformer blocks share it).
 """
 from __future__ import annotations
 
@@ -21,15 +26,16 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from ..concept import Concept
+from ..concept import TEXT_ENCODER_2, Concept
 from ..errors import ConceptFileError
 from ..files import save_safetensors_atomic
 from ..lora import LoRAPair
 from . import file_kinds
 
 FORMAT = "edlora"
-FORMAT_VERSION = 1
-_PARTS = ("text_encoder", "unet")
+FORMAT_VERSION = 2
+GRANULARITY = "attention_block"
+_PARTS = ("text_encoder", "text_encoder_2", "unet")
 _AGAIN = "Copy or download the file again, or export it again."
 _CHOOSE = "Choose the concept file (.safetensors or .pth) that ED-LoRA training or export wrote."
 
@@ -37,15 +43,23 @@ _CHOOSE = "Choose the concept file (.safetensors or .pth) that ED-LoRA training 
 def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
     """Save ``concept`` atomically; reading it back gives identical tensors and fields."""
     tensors: dict[str, torch.Tensor] = {}
+    several = len(concept.text_encoders) > 1
     for i, word in enumerate(concept.words):
-        tensors[f"embedding.{i}"] = concept.embeddings[word]
-    for part, loras in (("text_encoder", concept.text_lora), ("unet", concept.unet_lora)):
-        for module, pair in loras.items():
-            tensors[f"{part}.{module}.lora_down.weight"] = pair.down
-            tensors[f"{part}.{module}.lora_up.weight"] = pair.up
+        if several:
+            tensors.update({f"embedding.{name}.{i}": rows.contiguous()
+                            for name, rows in concept.encoder_rows(word).items()})
+        else:
+            tensors[f"embedding.{i}"] = concept.embeddings[word]
+    for module, pair in concept.text_lora.items():
+        key = module if module.startswith(TEXT_ENCODER_2) else f"text_encoder.{module}"
+        tensors[f"{key}.lora_down.weight"] = pair.down
+        tensors[f"{key}.lora_up.weight"] = pair.up
+    for module, pair in concept.unet_lora.items():
+        tensors[f"unet.{module}.lora_down.weight"] = pair.down
+        tensors[f"unet.{module}.lora_up.weight"] = pair.up
     metadata = {
         "mixofshow.format": FORMAT,
-        "mixofshow.format_version": str(FORMAT_VERSION),
+        "mixofshow.format_version": str(FORMAT_VERSION if several else 1),  # version 1 readers keep SD1 files
         "mixofshow.base_family": concept.base_family,
         "mixofshow.layer_count": str(concept.layer_count),
         "mixofshow.text_width": str(concept.text_width),
@@ -57,6 +71,9 @@ def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
     }
     if concept.orthogonal:
         metadata["mixofshow.orthogonal"] = json.dumps(concept.orthogonal, sort_keys=True)
+    if several:
+        metadata["mixofshow.text_encoders"] = json.dumps([list(e) for e in concept.text_encoders])
+        metadata["mixofshow.layer_granularity"] = GRANULARITY
     return save_safetensors_atomic(tensors, path, metadata)
 
 
@@ -119,19 +136,21 @@ def _from_tensors(path: Path, meta: dict[str, str], tensors: dict[str, torch.Ten
         alpha = float(meta.get("mixofshow.alpha", "1.0"))
         groups = json.loads(meta.get("mixofshow.word_groups", "[]"))
         orthogonal = json.loads(meta.get("mixofshow.orthogonal", "{}"))
-    except (KeyError, ValueError) as err:
+        encoders = [(str(n), int(w)) for n, w in json.loads(meta.get("mixofshow.text_encoders", "[]"))]
+    except (KeyError, ValueError, TypeError) as err:
         raise ConceptFileError(
-            f"{path.name}: metadata 'mixofshow.words', 'mixofshow.alpha' or 'mixofshow.orthogonal' is malformed."
+            f"{path.name}: metadata 'mixofshow.words', 'mixofshow.alpha', 'mixofshow.orthogonal' or "
+            "'mixofshow.text_encoders' is malformed."
         ) from err
     if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
         raise ConceptFileError(
             f"{path.name}: metadata 'mixofshow.words' must be a JSON list of strings, found {words!r}.")
-    embeddings: dict[str, torch.Tensor] = {}
-    for i, word in enumerate(words):
-        key = f"embedding.{i}"
-        if key not in tensors:
-            raise ConceptFileError(f"{path.name}: word {word!r} has no tensor '{key}'.")
-        embeddings[word] = tensors.pop(key)
+    granularity = meta.get("mixofshow.layer_granularity", GRANULARITY)
+    if granularity != GRANULARITY:
+        raise ConceptFileError(
+            f"{path.name} has layer granularity {granularity!r}; this pack reads {GRANULARITY!r} (one row per UNet "
+            "attention block). Update the Mix-of-Show pack.")
+    embeddings = {word: _embedding(path, tensors, i, word, encoders) for i, word in enumerate(words)}
     loras: dict[str, dict[str, dict[str, torch.Tensor]]] = {part: {} for part in _PARTS}
     unknown = []
     for key, value in tensors.items():
@@ -149,18 +168,37 @@ def _from_tensors(path: Path, meta: dict[str, str], tensors: dict[str, torch.Ten
     concept = Concept(
         words=words,
         embeddings=embeddings,
-        text_lora=pairs["text_encoder"],
+        text_lora={**pairs["text_encoder"], **{TEXT_ENCODER_2 + m: p for m, p in pairs["text_encoder_2"].items()}},
         unet_lora=pairs["unet"],
         alpha=alpha,
         name=meta.get("mixofshow.name", ""),
         base_family=meta.get("mixofshow.base_family", ""),
         word_groups=groups,
         orthogonal=orthogonal if isinstance(orthogonal, dict) else {},
+        text_encoders=encoders,
     )
     for key, value in (("mixofshow.layer_count", concept.layer_count), ("mixofshow.text_width", concept.text_width)):
         if _meta_int(path, meta, key) != value:
             raise ConceptFileError(f"{path.name}: metadata {key}={meta[key]} but the embeddings say {value}.")
     return concept
+
+
+def _embedding(path: Path, tensors: dict[str, torch.Tensor], i: int, word: str,
+               encoders: list[tuple[str, int]]) -> torch.Tensor:
+    """Word i's rows [L, D], taken out of ``tensors``: one tensor, or one per text encoder side by side."""
+    keys = [f"embedding.{name}.{i}" for name, _ in encoders] if len(encoders) > 1 else [f"embedding.{i}"]
+    missing = [k for k in keys if k not in tensors]
+    if missing:
+        raise ConceptFileError(f"{path.name}: word {word!r} has no tensor {missing}.")
+    parts = [tensors.pop(k) for k in keys]
+    wrong = [f"{k} {list(p.shape)} (expected width {w})" for k, p, (_, w) in zip(keys, parts, encoders)
+             if p.dim() != 2 or p.shape[1] != w]
+    if len(encoders) > 1 and wrong:
+        raise ConceptFileError(f"{path.name}: embeddings do not match mixofshow.text_encoders: {wrong}.")
+    if len({p.shape[0] for p in parts}) != 1:
+        raise ConceptFileError(f"{path.name}: word {word!r} has a different row count per text encoder "
+                               f"({[list(p.shape) for p in parts]}).")
+    return torch.cat(parts, dim=1)  # (L, D)
 
 
 def _pairs(path: Path, part: str, found: dict[str, dict[str, torch.Tensor]]) -> dict[str, LoRAPair]:

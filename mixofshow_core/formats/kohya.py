@@ -1,8 +1,12 @@
 """Export of a concept's LoRA part as a standard (kohya-style) LoRA file.
 
-Keys: ``lora_te_<module with dots as underscores>`` for the text encoder and ``lora_unet_<...>`` for
-the UNet, with diffusers module names (what kohya sd-scripts writes for SD1.x), each with
-``.lora_down.weight``, ``.lora_up.weight`` and a scalar ``.alpha``. Loaders scale by
+Keys as kohya sd-scripts writes them, each with ``.lora_down.weight``, ``.lora_up.weight`` and a scalar
+``.alpha``, module names with dots as underscores:
+* SD1.x: ``lora_te_<diffusers text module>``, ``lora_unet_<diffusers UNet module>``
+  (``lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q``);
+* SDXL: ``lora_te1_`` (CLIP-L) and ``lora_te2_`` (CLIP-G) text modules, ``lora_unet_<LDM UNet module>``
+  (``lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q``).
+ Loaders scale by
 ``alpha_file / rank``; the official ED-LoRA scale is ``alpha`` itself, so ``alpha_file = alpha * rank``.
 The concept words' embeddings are not part of a LoRA file: prompts using them need the ED-LoRA nodes.
 """
@@ -13,12 +17,14 @@ from pathlib import Path
 
 import torch
 
-from ..concept import Concept
+from ..concept import Concept, split_text_module
 from ..files import save_safetensors_atomic
-from ..lora import LoRAPair
+from ..unet_layout import sdxl_layout
 
 TEXT_PREFIX = "lora_te_"
+TEXT_PREFIXES_SDXL = ("lora_te1_", "lora_te2_")
 UNET_PREFIX = "lora_unet_"
+BASE_MODEL_VERSION = {"sd1": "sd_v1", "sdxl": "sdxl_base_v1-0"}  # kohya's ss_base_model_version
 
 
 def lora_name(prefix: str, module: str) -> str:
@@ -26,16 +32,23 @@ def lora_name(prefix: str, module: str) -> str:
     return prefix + module.replace(".", "_")
 
 
+def text_lora_name(concept: Concept, module: str) -> str:
+    """Kohya name of one of the concept's text-encoder modules (lora_te_ / lora_te1_ / lora_te2_)."""
+    index, inner = split_text_module(module)
+    return lora_name(TEXT_PREFIXES_SDXL[index] if len(concept.text_encoders) == 2 else TEXT_PREFIX, inner)
+
+
+def unet_lora_name(concept: Concept, module: str) -> str:
+    """Kohya name of one of the concept's UNet modules (diffusers names for SD1.x, LDM names for SDXL)."""
+    return lora_name(UNET_PREFIX, sdxl_layout().diffusers_to_ldm(module) if concept.base_family == "sdxl" else module)
+
+
 def state_dict(concept: Concept) -> dict[str, torch.Tensor]:
     """Kohya-keyed tensors of the concept's LoRA deltas (official scale preserved)."""
     out: dict[str, torch.Tensor] = {}
-    parts: tuple[tuple[str, dict[str, LoRAPair]], ...] = (
-        (TEXT_PREFIX, concept.text_lora),
-        (UNET_PREFIX, concept.unet_lora),
-    )
-    for prefix, loras in parts:
+    for namer, loras in ((text_lora_name, concept.text_lora), (unet_lora_name, concept.unet_lora)):
         for module, pair in loras.items():
-            name = lora_name(prefix, module)
+            name = namer(concept, module)
             out[f"{name}.lora_down.weight"] = pair.down
             out[f"{name}.lora_up.weight"] = pair.up
             out[f"{name}.alpha"] = torch.tensor(float(concept.alpha) * pair.rank, dtype=torch.float32)
@@ -48,7 +61,7 @@ def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(concept.rank),
         "ss_network_alpha": str(float(concept.alpha) * concept.rank),
-        "ss_base_model_version": "sd_v1" if concept.base_family == "sd1" else concept.base_family,
+        "ss_base_model_version": BASE_MODEL_VERSION.get(concept.base_family, concept.base_family),
         "mixofshow.source_concept": concept.name,
         "mixofshow.words": " ".join(concept.words),
     }

@@ -2,16 +2,19 @@
 
 * ``register_words`` puts each concept's words and per-layer embeddings on the CLIP (inside
   ``clip.patcher.model_options``, so CLIP clones made by other nodes keep them).
-* ``encode_layerwise`` encodes a prompt once per cross-attention layer in one text-encoder batch,
-  each time with that layer's embedding row in place of every concept word, and packs the L
-  contexts into one CONDITIONING tensor (layout in ``mixofshow_core.layer_context``). It rides
-  through ComfyUI's cond batching (cond + uncond, several conds, areas, masks, batch > 1).
-* ``LayerwiseContextPatch`` (one ``attn2_patch`` on the MODEL, so other patches still apply) hands
-  cross-attention layer l its own context ``packed[l::L]``; plain conditioning passes through unchanged.
-  ControlNets get the layer mean via ``cross_attn_controlnet``.
+* ``encode_layerwise`` encodes a prompt once per layer row (attention block) in one text-encoder batch,
+  each time with that row in place of every concept word (with SDXL's two encoders, each reads its own
+  part of the row), and packs the L contexts into one CONDITIONING tensor (layout in
+  ``mixofshow_core.layer_context``). It rides through ComfyUI's cond batching (cond + uncond, several
+  conds, areas, masks, batch > 1). SDXL's pooled text (its ADM input, global to every block) is encoded
+  once more with each word's mean row.
+* ``LayerwiseContextPatch`` (one ``attn2_patch`` on the MODEL, so other patches still apply) hands every
+  cross-attention layer of attention block l its own context ``packed[l::L]``; plain conditioning passes
+  through unchanged. ControlNets get the layer mean via ``cross_attn_controlnet``.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -19,9 +22,9 @@ import torch
 from ...mixofshow_core import layer_context
 from ...mixofshow_core.concept import Concept
 from ...mixofshow_core.errors import ConceptWordError
-from ...mixofshow_core.unet_layout import CrossAttnSite
+from ...mixofshow_core.unet_layout import CrossAttnSite, row_count
 from ...mixofshow_core.words import find_words, substitute, unknown_angle_words
-from ..model_layout import cross_attention_sites
+from ..model_layout import clip_encoders, cross_attention_sites
 
 REGISTRY_KEY = "mixofshow.concepts"  # on CLIP: word -> embedding rows and origin
 # Candidate stand-in words for concept words during tokenization; each must be one CLIP token.
@@ -29,13 +32,14 @@ _SENTINELS = ("qqq", "zzz", "xxx", "vvv", "jjj", "kkk", "ppp", "www", "yyy", "bb
 
 
 class LayerwiseContextPatch:
-    """attn2_patch: give cross-attention layer l its own context from packed conditioning."""
+    """attn2_patch: give the cross-attention layers of attention block l its own context from packed
+    conditioning."""
 
     mixofshow_layerwise = True
 
     def __init__(self, sites: list[CrossAttnSite]):
-        self.layers = len(sites)
-        self.table = {(s.block[0], s.block[1], s.depth): s.index for s in sites}
+        self.layers = row_count(sites)
+        self.table = {(s.block[0], s.block[1], s.depth): s.row for s in sites}
 
     def layer_for(self, extra_options: dict[str, Any]) -> int | None:
         block = extra_options.get("block")
@@ -115,14 +119,15 @@ def pick_stand_ins(clip: Any, text: str, count: int) -> dict[str, int]:
     return picked
 
 
-def _tokenize_with_stand_ins(clip: Any, text: str, registry: dict) -> tuple[list[list[tuple]], dict[int, str]]:
-    """Tokenize ``text`` with each concept word as a one-token stand-in: (chunks, stand-in token -> word)."""
+def _tokenize_with_stand_ins(clip: Any, text: str, registry: dict) -> tuple[dict[str, list], dict[int, str]]:
+    """Tokenize ``text`` with each concept word as a one-token stand-in: (tokens as ``clip.tokenize`` gives them,
+    {"l": chunks[, "g": chunks]}; stand-in token -> word)."""
     words = list(dict.fromkeys(find_words(text, registry)))
     if not words:
-        return clip.tokenize(text)["l"], {}
+        return clip.tokenize(text), {}
     sentinels = pick_stand_ins(clip, text, len(words))
-    chunks = clip.tokenize(substitute(text, dict(zip(words, sentinels))))["l"]
-    return chunks, {token: word for word, token in zip(words, sentinels.values())}
+    tokens = clip.tokenize(substitute(text, dict(zip(words, sentinels))))
+    return tokens, {token: word for word, token in zip(words, sentinels.values())}
 
 
 def _first_end(clip: Any, chunk: list[tuple]) -> int | None:
@@ -131,29 +136,40 @@ def _first_end(clip: Any, chunk: list[tuple]) -> int | None:
     return next((j for j, t in enumerate(chunk) if j > 0 and t[0] == end), None)
 
 
+def _with_rows(chunks: list[list[tuple]], token_word: dict[int, str], rows: dict[str, torch.Tensor]) -> list:
+    """Copies of token chunks with every stand-in token replaced by its word's row ``rows[word]`` [D_e]."""
+    return [[(rows[token_word[t[0]]], *t[1:]) if isinstance(t[0], int) and t[0] in token_word else t for t in chunk]
+            for chunk in chunks]
+
+
 def layer_contexts(clip: Any, text: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Encode ``text`` once per layer: (contexts [L, T, D], pooled [1, P], concept-token positions).
+    """Encode ``text`` once per layer row: (contexts [L, T, D], pooled [1, P], concept-token positions).
 
     Positions index T and list every concept-word token followed by the first end token, as the
-    official K/V fusion uses them (spec §2.1 step 5). Needs at least one concept on ``clip``.
+    official K/V fusion uses them (spec §2.1 step 5). Needs at least one concept on ``clip``. With two text
+    encoders (SDXL) each reads its part of the rows, and the pooled output comes from one more pass with each
+    word's mean row (pooled text conditions every block at once).
     """
     registry = concept_registry(clip)
     layers = next(iter(registry.values()))["embedding"].shape[0]
-    chunks, token_word = _tokenize_with_stand_ins(clip, text, registry)
+    tokens, token_word = _tokenize_with_stand_ins(clip, text, registry)
     if not token_word:
-        cond, pooled = clip.encode_from_tokens({"l": chunks}, return_pooled=True)
+        cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
         return cond[0].unsqueeze(0).expand(layers, -1, -1), pooled, []
-    per_layer = []
-    for layer in range(layers):
-        for chunk in chunks:
-            per_layer.append([
-                (registry[token_word[t[0]]]["embedding"][layer], *t[1:])
-                if isinstance(t[0], int) and t[0] in token_word else t
-                for t in chunk
-            ])
-    cond, pooled = clip.encode_from_tokens({"l": per_layer}, return_pooled=True)  # (1, L*T, D)
-    tokens = cond.shape[1] // layers
-    contexts = cond.reshape(layers, tokens, cond.shape[2])  # (L, T, D)
+    names, widths = zip(*clip_encoders(clip))
+    spans = dict(zip(names, zip(itertools.accumulate((0,) + widths), widths)))  # encoder -> (start, width) in a row
+    pooled_pass = "g" in tokens  # SDXL: pooled text is an input of the UNet
+    batch: dict[str, list] = {}
+    for key, chunks in tokens.items():
+        start, width = spans[f"clip_{key}"]
+        part = {w: registry[w]["embedding"][:, start:start + width] for w in token_word.values()}  # (L, D_e)
+        sections = [{w: rows.mean(0) for w, rows in part.items()}] if pooled_pass else []
+        sections += [{w: rows[layer] for w, rows in part.items()} for layer in range(layers)]
+        batch[key] = [c for rows in sections for c in _with_rows(chunks, token_word, rows)]
+    cond, pooled = clip.encode_from_tokens(batch, return_pooled=True)  # (1, (1+)L*T, D); pooled: first section's
+    chunks = tokens["l"]
+    tokens_per_layer = len(chunks) * len(chunks[0])
+    contexts = cond[:, -layers * tokens_per_layer:].reshape(layers, tokens_per_layer, cond.shape[2])  # (L, T, D)
     width = len(chunks[0])
     positions = [c * width + j for c, chunk in enumerate(chunks) for j, t in enumerate(chunk)
                  if isinstance(t[0], int) and t[0] in token_word]
@@ -165,7 +181,7 @@ def layer_contexts(clip: Any, text: str) -> tuple[torch.Tensor, torch.Tensor, li
 
 def prompt_length(clip: Any, text: str) -> int:
     """Tokens of ``text`` up to and including the first end token (concept words count one each)."""
-    chunk = _tokenize_with_stand_ins(clip, text, concept_registry(clip))[0][0]
+    chunk = _tokenize_with_stand_ins(clip, text, concept_registry(clip))[0]["l"][0]
     eos = _first_end(clip, chunk)
     return len(chunk) if eos is None else eos + 1
 

@@ -14,9 +14,9 @@ from ...mixofshow_core.formats import kohya
 from ...mixofshow_core.unet_layout import UNetLayout, map_unet_modules
 from ..model_layout import (
     check_concept_fits,
-    clip_text_width,
-    cross_attention_sites,
-    require_sd1,
+    clip_encoders,
+    layer_rows,
+    require_family,
     unet_context_width,
     unet_layout,
 )
@@ -38,13 +38,13 @@ def _check_lora_keys(model: Any, clip: Any, concept: Concept, layout: UNetLayout
     targets: dict[str, tuple[torch.nn.Module, str, Any]] = {}  # module -> (root, weight key, pair)
     strays = []
     for m, ldm in ours.items():
-        key = unet_keys.get(kohya.lora_name(kohya.UNET_PREFIX, m))
+        key = unet_keys.get(kohya.unet_lora_name(concept, m))
         if key != f"diffusion_model.{ldm}.weight":
             strays.append(m)
         else:
             targets[m] = (model.model, key, concept.unet_lora[m])
     for m, pair in concept.text_lora.items():
-        key = clip_keys.get(kohya.lora_name(kohya.TEXT_PREFIX, m))
+        key = clip_keys.get(kohya.text_lora_name(concept, m))
         if not isinstance(key, str):
             strays.append(m)
         else:
@@ -72,23 +72,24 @@ def _check_lora_keys(model: Any, clip: Any, concept: Concept, layout: UNetLayout
 def apply_concept(model: Any, clip: Any, concept: Concept, strength_model: float, strength_clip: float,
                   source: str, path: str = "") -> tuple[Any, Any]:
     """Return (MODEL, CLIP) clones with the concept's LoRA merged as patches and its words usable."""
-    require_sd1(model)
+    family = require_family(model)
     layout = unet_layout(model)
-    sites = cross_attention_sites(model)
-    width = clip_text_width(clip)
+    layers = layer_rows(model)
+    encoders = clip_encoders(clip)
+    width = sum(w for _, w in encoders)
     if unet_context_width(model) != width:
         raise BaseModelMismatchError(
             f"MODEL cross-attention expects text width {unet_context_width(model)} but CLIP gives {width}; "
             "connect the MODEL and CLIP of the same checkpoint."
         )
-    check_concept_fits(concept, len(sites), width, source)
+    check_concept_fits(concept, layers, encoders, family, source)
     if concept.text_lora or concept.unet_lora:
         _check_lora_keys(model, clip, concept, layout)
         model, clip = comfy.sd.load_lora_for_models(
             model, clip, kohya.state_dict(concept), strength_model, strength_clip
         )
     clip = clip.clone()
-    register_words(clip, concept, len(sites), source)
+    register_words(clip, concept, layers, source)
     model = with_layer_patch(model)
     entry = {"name": concept.name, "source": source, "path": path, "strength_model": strength_model,
              "strength_clip": strength_clip}

@@ -95,11 +95,11 @@ class _Fusion:
                  progress: Callable[[str, int, int], None] | None, sink: Callable | None):
         check_unique_words(items)
         self.model, self.clip, self.items, self.cfg = model, clip, items, cfg
-        model_layout.require_sd1(model)
+        model_layout.require_sd1(model, "gradient fusion")
         self.sites = model_layout.cross_attention_sites(model)
-        width = model_layout.clip_text_width(clip)
+        encoders = [("clip_l", model_layout.single_encoder_width(clip, "gradient fusion"))]
         for item in items:
-            model_layout.check_concept_fits(item.concept, len(self.sites), width, item.concept.name)
+            model_layout.check_concept_fits(item.concept, len(self.sites), encoders, "SD1.x", item.concept.name)
         self.layout = model_layout.unet_layout(model)
         self.report = FusionReport([i.concept.name for i in items])
         self.options = dict(device=comfy.model_management.get_torch_device(), progress=progress, sink=sink,

@@ -24,6 +24,7 @@ from comfy.ldm.modules.attention import optimized_attention
 from ...mixofshow_core import layer_context
 from ...mixofshow_core.regional_attention import regional_output
 from ...mixofshow_core.regions import Region, attention_grid, rasterize
+from ...mixofshow_core.unet_layout import row_count
 from .. import comfy_version, model_layout
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class RegionalAttentionPatch:
 
     def __init__(self, regions: list[RegionCondition], sites):
         self.regions = regions
-        self.layers = len(sites)
+        self.layers = row_count(sites)
         self.table = {(s.block[0], s.block[1], s.depth): s for s in sites}
         self.stash: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.mask_cache: dict[tuple[int, int], torch.Tensor] = {}
@@ -109,7 +110,7 @@ class RegionalAttentionPatch:
         per_chunk = n.shape[0] // max(len(kinds), 1)
         heads = extra["n_heads"]
         q = attn.to_q(n)  # (B, N, C)
-        contexts = _lcm_repeat(self._contexts(site.index, kinds, per_chunk, n.device, n.dtype))
+        contexts = _lcm_repeat(self._contexts(site.row, kinds, per_chunk, n.device, n.dtype))
         stacked = torch.cat(contexts)  # (R*B, T, D): one projection call for all regions
         region_kv = list(zip(attn.to_k(stacked).split(n.shape[0]), attn.to_v(stacked).split(n.shape[0])))
         global_kv = (attn.to_k(context), attn.to_v(context))

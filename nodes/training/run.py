@@ -96,7 +96,7 @@ def word_vectors(clip: Any, config: TrainConfig) -> list[torch.Tensor]:
 
 def fresh_trainable(model: Any, clip: Any, config: TrainConfig) -> tuple[TrainableConcept, dict]:
     """A new concept per the official initialisation; orthogonal mode freezes slot rows as down factors."""
-    layers = len(model_layout.cross_attention_sites(model))
+    layers = model_layout.layer_rows(model)
     text, unet = targets.text_targets(clip), targets.unet_targets(model)
     concept = init_concept(config.words, word_vectors(clip, config), layers, text, unet, rank=config.rank,
                            alpha=config.alpha, seed=config.seed)

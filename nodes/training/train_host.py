@@ -136,8 +136,8 @@ class ComfyTrainHost:
 
     def __init__(self, model: Any, clip: Any, vae: Any, words: list[str], prompts: list[str], precision: str,
                  gradient_checkpointing: bool):
-        model_layout.require_sd1(model)
-        model_layout.clip_text_width(clip)  # one CLIP-L, else a clear error naming the family
+        model_layout.require_sd1(model, "ED-LoRA training")
+        model_layout.single_encoder_width(clip, "ED-LoRA training")  # one CLIP-L, else an error naming the family
         comfy.model_management.load_models_gpu([model, clip.patcher])
         self.model, self.clip, self.vae = model, clip, vae
         self.unet = model.model.diffusion_model

@@ -77,6 +77,13 @@ def testbed(host):
 
 
 @pytest.fixture(scope="session")
+def testbed_sdxl(host):
+    """(MODEL, CLIP, VAE) of the tiny SDXL-architecture testbed (70 cross-attention layers, both encoders)."""
+    with torch.inference_mode():
+        return host.pack("testbed.model_sdxl").build_testbed(0)
+
+
+@pytest.fixture(scope="session")
 def sd15(host):
     """(MODEL, CLIP, VAE, file name) of the full-size random SD1.5-shaped checkpoint."""
     import nodes

@@ -1,5 +1,6 @@
 """Helpers for host tests: concepts fitted to a model, context recording, a real server."""
 import contextlib
+import hashlib
 import os
 import socket
 import subprocess
@@ -15,10 +16,12 @@ def random_concept(host, model, clip, words=("<cat1>", "<cat2>"), seed=0, up_std
     layout = host.pack("nodes.model_layout")
     targets = host.pack("nodes.training.targets")
     init = host.pack("mixofshow_core.concept_init")
-    layers, width = len(layout.cross_attention_sites(model)), layout.clip_text_width(clip)
+    layers, encoders = layout.layer_rows(model), layout.clip_encoders(clip)
+    width = sum(w for _, w in encoders)
     g = torch.Generator().manual_seed(seed)
     concept = init.init_concept(list(words), [torch.randn(width, generator=g) for _ in words], layers,
-                                targets.text_targets(clip), targets.unet_targets(model), seed=seed, up_std=up_std)
+                                targets.text_targets(clip), targets.unet_targets(model), seed=seed, up_std=up_std,
+                                text_encoders=encoders, base_family=layout.concept_family(model))
     if distinct_layers:
         for w in words:
             concept.embeddings[w] = concept.embeddings[w] + torch.randn(layers, width, generator=g)
@@ -64,19 +67,27 @@ def reference_contexts(host, cn, clip, template, words, layers):
 
     ``template`` has one ``{}`` per word in ``words``; returns a list of [T, D] contexts, one per layer.
     """
+    return [reference_encoding(host, cn, clip, template, words, lambda rows, layer=layer: rows[layer])[0]
+            for layer in range(layers)]
+
+
+def reference_encoding(host, cn, clip, template, words, pick):
+    """(context [T, D], pooled [1, P]) of stock CLIPTextEncode with each word as a textual-inversion file holding
+    ``pick(rows)`` ([L, D] -> [D]); with two text encoders the file has each encoder's part under its name."""
     from safetensors.torch import save_file
 
     registry = host.pack("nodes.concepts.layerwise").concept_registry(clip)
-    out = []
-    for layer in range(layers):
-        names = []
-        for word in words:
-            name = f"ref_{word.strip('<>')}_l{layer}"
-            row = registry[word]["embedding"][layer:layer + 1].clone()  # (1, D)
-            save_file({"emb_params": row}, os.path.join(host.models("embeddings"), f"{name}.safetensors"))
-            names.append(f"embedding:{name}")
-        out.append(cn.CLIPTextEncode().encode(clip, template.format(*names))[0][0][0][0])
-    return out
+    encoders = host.pack("nodes.model_layout").clip_encoders(clip)
+    names = []
+    for word in words:
+        row = pick(registry[word]["embedding"]).reshape(1, -1).clone()  # (1, D)
+        parts = dict(zip([n for n, _ in encoders], row.split([w for _, w in encoders], dim=1)))
+        tensors = {"emb_params": row} if len(parts) == 1 else {n: p.contiguous() for n, p in parts.items()}
+        name = f"ref_{word.strip('<>')}_{hashlib.sha1(row.numpy().tobytes()).hexdigest()[:12]}"
+        save_file(tensors, os.path.join(host.models("embeddings"), f"{name}.safetensors"))
+        names.append(f"embedding:{name}")
+    cond = cn.CLIPTextEncode().encode(clip, template.format(*names))[0]
+    return cond[0][0][0], cond[0][1]["pooled_output"]
 
 
 def check_recorded(recorder, table, expected_by_kind, atol=1e-4):
@@ -98,7 +109,7 @@ def check_recorded(recorder, table, expected_by_kind, atol=1e-4):
 
 def layer_table(host, model):
     sites = host.pack("nodes.model_layout").cross_attention_sites(model)
-    return {(s.block[0], s.block[1], s.depth): s.index for s in sites}
+    return {(s.block[0], s.block[1], s.depth): s.row for s in sites}
 
 
 @contextlib.contextmanager
@@ -159,3 +170,26 @@ def comfy_server(args, log_path):
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def full_size_sdxl_on_meta():
+    """(MODEL, CLIP stand-in with .cond_stage_model) of SDXL at full size on the meta device: the real module tree,
+    names and shapes (UNet 2.57 B parameters, CLIP-L + CLIP-G) without weights, for key-layout checks."""
+    import types
+
+    import comfy.model_patcher
+    import comfy.sdxl_clip
+    import comfy.supported_models
+
+    unet = dict(use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False, adm_in_channels=2816,
+                num_classes="sequential", in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[2, 2, 2],
+                channel_mult=[1, 2, 4], transformer_depth=[0, 0, 2, 2, 10, 10],
+                transformer_depth_output=[0, 0, 0, 2, 2, 2, 10, 10, 10], transformer_depth_middle=10,
+                use_linear_in_transformer=True, context_dim=2048, num_head_channels=64, use_temporal_resblock=False,
+                use_temporal_attention=False)
+    config = comfy.supported_models.SDXL(unet)
+    config.set_inference_dtype(torch.float16, None)
+    model = comfy.model_patcher.ModelPatcher(config.get_model({}, device="meta"), torch.device("cpu"),
+                                             torch.device("cpu"))
+    clip = types.SimpleNamespace(cond_stage_model=comfy.sdxl_clip.SDXLClipModel(device="meta", dtype=torch.float16))
+    return model, clip

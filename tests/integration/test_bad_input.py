@@ -22,15 +22,17 @@ def _concept(host, words, layers, width, seed=0):
     return init.init_concept(list(words), [torch.randn(width, generator=g) for _ in words], layers, {}, {})
 
 
-@pytest.mark.parametrize("layers,width,family", [(16, 1024, "sd2"), (70, 2048, "sdxl"), (7, 64, "unknown-64")])
+@pytest.mark.parametrize("layers,width,family", [(16, 1024, "SD2.x (text encoders clip_h 1024"),
+                                                 (70, 2048, "SDXL (text encoders clip_l 768 + clip_g 1280"),
+                                                 (7, 64, "unknown-64 (text encoders clip_l 64")])
 def test_wrong_base_family_is_refused(host, testbed, layers, width, family):
     model, clip, _ = testbed
     name = write_concept(host, _concept(host, ["<w1>"], layers, width), f"fam_{layers}_{width}.safetensors")
     with pytest.raises(_errors(host).BaseModelMismatchError) as err:
         _loader(host).load(model, clip, name, 1.0, 1.0)
     message = str(err.value)
-    assert f"text width {width}, {layers} cross-attention layers" in message and family in message
-    assert "text width 64 and 16 layers" in message
+    assert f"made for {family}, {layers} layer rows), but this model (SD1.x) has text encoders clip_l 64 and 16 " \
+           "layer rows" in message
 
 
 def test_two_concepts_sharing_a_word_are_refused(host, testbed):
@@ -170,24 +172,24 @@ def test_official_checkpoint_on_the_tiny_model_reports_the_family(host, testbed)
     path = os.path.join(host.models("edloras"), "potter_tiny_mismatch.pth")
     test_assets.official_edlora_checkpoint(path)
     model, clip, _ = testbed
-    with pytest.raises(_errors(host).BaseModelMismatchError, match="base family sd1 .text width 768"):
+    with pytest.raises(_errors(host).BaseModelMismatchError,
+                       match=r"made for SD1.x \(text encoders clip_l 768, 16 layer rows\), but this model \(SD1.x\)"):
         _loader(host).load(model, clip, "potter_tiny_mismatch.pth", 1.0, 1.0)
 
 
-def _tiny_sdxl_model():
-    """A width-reduced SDXL-layout MODEL (the host's SDXL config: linear proj, ADM input), random weights."""
+def _tiny_sd2_model():
+    """A width-reduced SD2.x MODEL (the host's SD20 config, text width 64 like the SD1 testbed's CLIP)."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
 
-    class TinySDXL(comfy.supported_models.SDXL):
+    class TinySD2(comfy.supported_models.SD20):
         unet_extra_config = {"num_heads": -1, "num_head_channels": 16}
 
-    config = TinySDXL(dict(
-        use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False, adm_in_channels=2816,
-        num_classes="sequential", in_channels=4, out_channels=4, model_channels=32, num_res_blocks=[2, 2, 2],
-        channel_mult=[1, 2, 2], transformer_depth=[0, 0, 1, 1, 1, 1], transformer_depth_output=[0, 0, 0, 1, 1, 1,
-                                                                                                   1, 1, 1],
+    config = TinySD2(dict(
+        use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False, adm_in_channels=None,
+        in_channels=4, out_channels=4, model_channels=32, num_res_blocks=[2, 2, 2, 2], channel_mult=[1, 2, 2, 2],
+        transformer_depth=[1, 1, 1, 1, 1, 1, 0, 0], transformer_depth_output=[1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
         transformer_depth_middle=1, use_linear_in_transformer=True, context_dim=64, use_temporal_resblock=False,
         use_temporal_attention=False))
     config.set_inference_dtype(torch.float32, None)
@@ -195,23 +197,35 @@ def _tiny_sdxl_model():
                                             comfy.model_management.unet_offload_device())
 
 
-def test_a_model_of_another_family_is_refused_naming_it_by_every_concept_node(host, testbed):
-    """An SDXL-family MODEL (even with a CLIP of matching width) gets one message naming SDXL and what is
-    supported, from the loader, fusion and training alike, not a shape error deep inside."""
-    model, clip, vae = testbed
+def test_a_model_of_an_unsupported_family_is_refused_naming_it(host, testbed):
+    """An SD2.x MODEL (even with a CLIP of matching width) gets one message naming SD2.x and what is supported,
+    not a shape error deep inside."""
+    model, clip, _ = testbed
     concept_file = write_concept(host, random_concept(host, model, clip, ("<fam1>",), seed=3), "fam_sd1.safetensors")
     with torch.inference_mode():
-        sdxl = _tiny_sdxl_model()
-    assert host.pack("nodes.model_layout").model_family(sdxl) == "SDXL"
-    assert host.pack("nodes.model_layout").model_family(testbed[0]) == "SD1.x"
+        sd2 = _tiny_sd2_model()
+    assert host.pack("nodes.model_layout").model_family(sd2) == "SD2.x"
+    expected = r"This MODEL is SD2.x: the pack supports SD1.x .* and SDXL .* models today; SD2.x is not supported yet"
+    with pytest.raises(_errors(host).BaseModelMismatchError, match=expected):
+        _loader(host).load(sd2, clip, concept_file, 1.0, 1.0)
+
+
+def test_fusion_and_training_refuse_sdxl_naming_the_stage(host, testbed, testbed_sdxl):
+    """Fusion and training are SD1.x-only so far: an SDXL model gets a message naming the stage and SDXL."""
+    model, clip, vae = testbed_sdxl
+    sd1_model, sd1_clip, _ = testbed
+    concept_file = write_concept(host, random_concept(host, sd1_model, sd1_clip, ("<fam2>",), seed=3),
+                                 "fam2_sd1.safetensors")
     errors = _errors(host)
-    expected = r"This MODEL is SDXL: the pack supports SD1.x models .*SDXL is not supported yet"
-    with pytest.raises(errors.BaseModelMismatchError, match=expected):
-        _loader(host).load(sdxl, clip, concept_file, 1.0, 1.0)
     fusion, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
     item = fusion.FusionItem(formats.load_concept(f"{host.models('edloras')}/{concept_file}"))
     config = host.pack("mixofshow_core.config").FusionConfig(resolution=64, steps=1)
-    with pytest.raises(errors.BaseModelMismatchError, match=expected):
-        fusion.fuse(sdxl, clip, [item], config)
-    with pytest.raises(errors.BaseModelMismatchError, match=expected):
-        host.pack("nodes.training.train_host").ComfyTrainHost(sdxl, clip, vae, ["<w1>"], ["a <w1>"], "fp32", False)
+    with pytest.raises(errors.BaseModelMismatchError,
+                       match="This MODEL is SDXL: gradient fusion supports SD1.x models today; SDXL is not supported"):
+        fusion.fuse(model, clip, [item], config)
+    with pytest.raises(errors.BaseModelMismatchError,
+                       match="This CLIP is SDXL .*: gradient fusion supports SD1.x models today"):
+        fusion.fuse(sd1_model, clip, [item], config)
+    with pytest.raises(errors.BaseModelMismatchError,
+                       match="This MODEL is SDXL: ED-LoRA training supports SD1.x models today; SDXL is not supp"):
+        host.pack("nodes.training.train_host").ComfyTrainHost(model, clip, vae, ["<w1>"], ["a <w1>"], "fp32", False)

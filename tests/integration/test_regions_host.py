@@ -6,6 +6,15 @@ from integration.host_support import random_concept, write_concept
 
 @pytest.fixture(scope="module")
 def loaded(host, testbed):
+    return _load_two(host, testbed)
+
+
+@pytest.fixture(scope="module")
+def loaded_sdxl(host, testbed_sdxl):
+    return _load_two(host, testbed_sdxl)
+
+
+def _load_two(host, testbed):
     model, clip, _ = testbed
     loader = host.pack("nodes.concepts.nodes").EDLoRALoader()
     with torch.inference_mode():
@@ -36,8 +45,10 @@ class Recorder:
         return n
 
 
-def test_each_layer_output_is_region_attention_inside_and_global_outside(host, cn, loaded):
-    model, clip = loaded
+@pytest.mark.parametrize("models,width,height", [("loaded", 64, 96), ("loaded_sdxl", 304, 208)])
+def test_each_layer_output_is_region_attention_inside_and_global_outside(host, cn, request, models, width, height):
+    """On SD1.x and on SDXL at 1216x832's aspect (its 70 layers, odd attention grids such as 19x13 and 10x7)."""
+    model, clip = request.getfixturevalue(models)
     layout, layer_ctx = host.pack("nodes.model_layout"), host.pack("mixofshow_core.layer_context")
     regions_mod = host.pack("mixofshow_core.regions")
     from comfy.ldm.modules.attention import optimized_attention
@@ -49,11 +60,12 @@ def test_each_layer_output_is_region_attention_inside_and_global_outside(host, c
     recorder = Recorder()
     patched.set_model_attn2_patch(recorder.before)
     patched.set_model_attn2_output_patch(recorder.after)
-    latent = cn.EmptyLatentImage().generate(64, 96, 2)[0]  # non-square, batch 2
+    latent = cn.EmptyLatentImage().generate(width, height, 2)[0]  # non-square, batch 2
     cn.common_ksampler(patched, 0, 1, 5.0, "euler", "normal", positive, negative, latent)
     sites = {(s.block[0], s.block[1], s.depth): s for s in layout.cross_attention_sites(model)}
+    rows = layout.layer_rows(model)
     unet = model.model.diffusion_model
-    checked = 0
+    checked, grids = 0, set()
     for (block, depth, n, kinds, shape), out in zip(recorder.inputs, recorder.outputs):
         site = sites[(block[0], block[1], depth)]
         attn = unet.get_submodule(site.ldm_prefix).attn2
@@ -61,8 +73,8 @@ def test_each_layer_output_is_region_attention_inside_and_global_outside(host, c
         per = n.shape[0] // len(kinds)
 
         def context(pos, neg):
-            rows = [layer_ctx.select_layer(neg if k else pos, site.index, 16) for k in kinds for _ in range(per)]
-            return torch.cat(rows)
+            picked = [layer_ctx.select_layer(neg if k else pos, site.row, rows) for k in kinds for _ in range(per)]
+            return torch.cat(picked)
 
         def attend_to(ctx):
             return attn.to_out(optimized_attention(attn.to_q(n), attn.to_k(ctx), attn.to_v(ctx), heads))
@@ -80,7 +92,10 @@ def test_each_layer_output_is_region_attention_inside_and_global_outside(host, c
         assert torch.allclose(out, expected, atol=1e-4), (site.index, h, w)
         assert inside.any() and (~inside).any()
         checked += 1
-    assert checked >= 16
+        grids.add((h, w))
+    assert checked >= len(sites)
+    if models == "loaded_sdxl":  # SDXL attends at 1/2 and 1/4 of the latent (26x38): odd grids both
+        assert grids == {(13, 19), (7, 10)}
 
 
 def test_any_sampler_works_with_apply_regions_and_regional_ksampler(host, cn, loaded):

@@ -250,3 +250,58 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(OSError):
         atomic_write(tmp_path / "x.safetensors", boom)
     assert os.listdir(tmp_path) == []
+
+
+UNET_MODULES_SMALL = {"down_blocks.1.attentions.0.transformer_blocks.1.attn2.to_k": (10, 8)}
+
+
+def _two_encoder_concept():
+    """An SDXL-shaped concept at small widths: rows [3, 4 + 6] (CLIP-L 4, CLIP-G 6), LoRA on both encoders."""
+    from mixofshow_core.concept_init import init_concept
+
+    g = torch.Generator().manual_seed(5)
+    text = {"text_model.encoder.layers.0.self_attn.q_proj": (4, 4),
+            "text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj": (6, 6)}
+    concept = init_concept(["<a1>", "<a2>"], [torch.randn(10, generator=g) for _ in range(2)], 3, text,
+                           UNET_MODULES_SMALL, up_std=0.1, text_encoders=[("clip_l", 4), ("clip_g", 6)],
+                           base_family="sdxl")
+    for w in concept.words:
+        concept.embeddings[w] = concept.embeddings[w] + torch.randn(3, 10, generator=g)
+    return concept
+
+
+def test_two_encoder_concepts_round_trip_as_version_2_with_each_encoders_rows(tmp_path):
+    concept = _two_encoder_concept()
+    path = write(concept, tmp_path / "xl.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        meta, keys = f.metadata(), set(f.keys())
+        assert torch.equal(f.get_tensor("embedding.clip_g.1"), concept.embeddings["<a2>"][:, 4:])
+    assert meta["mixofshow.format_version"] == "2" and meta["mixofshow.layer_granularity"] == "attention_block"
+    assert json.loads(meta["mixofshow.text_encoders"]) == [["clip_l", 4], ["clip_g", 6]]
+    assert "text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_up.weight" in keys
+    assert "text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_up.weight" in keys
+    back = load_concept(path)
+    _same(concept, back)
+    assert back.text_encoders == [("clip_l", 4), ("clip_g", 6)]
+    assert back.encoder_rows("<a1>")["clip_g"].shape == (3, 6)
+    kohya_keys = set(kohya.state_dict(back))
+    assert {"lora_te1_text_model_encoder_layers_0_self_attn_q_proj.alpha",
+            "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.alpha",
+            "lora_unet_input_blocks_4_1_transformer_blocks_1_attn2_to_k.alpha"} <= kohya_keys
+
+
+def test_version_2_files_with_mismatched_encoders_or_granularity_are_refused(tmp_path):
+    path = write(_two_encoder_concept(), tmp_path / "xl.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(tensors, str(tmp_path / "g.safetensors"), {**meta, "mixofshow.layer_granularity": "transformer_block"})
+    with pytest.raises(ConceptFileError, match="layer granularity 'transformer_block'; this pack reads"):
+        load_concept(tmp_path / "g.safetensors")
+    save_file(tensors, str(tmp_path / "w.safetensors"), {**meta, "mixofshow.text_encoders": '[["clip_l", 6], '
+                                                                                             '["clip_g", 4]]'})
+    with pytest.raises(ConceptFileError, match=r"do not match mixofshow.text_encoders: \['embedding.clip_l.0 \[3, 4\]"):
+        load_concept(tmp_path / "w.safetensors")
+    del tensors["embedding.clip_g.1"]
+    save_file(tensors, str(tmp_path / "m.safetensors"), meta)
+    with pytest.raises(ConceptFileError, match=r"word '<a2>' has no tensor \['embedding.clip_g.1'\]"):
+        load_concept(tmp_path / "m.safetensors")

@@ -2,7 +2,7 @@
 import pytest
 
 from mixofshow_core.errors import KeyMappingError
-from mixofshow_core.unet_layout import UNetLayout, map_unet_modules
+from mixofshow_core.unet_layout import UNetLayout, map_unet_modules, row_count, sdxl_layout
 from support import SD15_TABLE
 
 
@@ -33,6 +33,9 @@ def test_deep_transformers_count_every_block_sdxl_style():
     assert sites[2].ldm_prefix == "input_blocks.5.1.transformer_blocks.0"
     assert sites[24].block == ("middle", 0) and sites[24].depth == 0
     assert sites[-1].diffusers_prefix == "up_blocks.1.attentions.2.transformer_blocks.1"
+    assert [s.row for s in sites[:5]] == [0, 0, 1, 1, 2] and sites[24].row == 4 and sites[-1].row == 10
+    assert row_count(sites) == 11 and sdxl_layout().sites() == sites  # the pack's SDXL constant is this layout
+    assert [s.row for s in sd15_layout().sites()] == list(range(16))  # SD1.x: one transformer per block
 
 
 def test_module_names_map_both_ways():
