@@ -17,7 +17,7 @@ and measured by
   over layers; target ≤ 1: the fused model moves ordinary prompts no more than the strongest concept alone).
 Rows for plain averaging and each concept alone are printed beside them, and the default the node uses.
 
-    eval "$(bash scripts/host/provision.sh)"; $MOS_PYTHON benchmarks/bench_fusion_safety.py [--concepts 3]
+    eval "$(bash scripts/host/provision.sh)"; $MOS_PYTHON benchmarks/bench_fusion_safety.py [--concepts 3] [--fp32]
 """
 from __future__ import annotations
 
@@ -66,6 +66,8 @@ def main() -> None:
     parser.add_argument("--model", choices=["sd15", "world"], default="sd15",
                         help="sd15: the full-size random SD1.5 shape with random concepts; world: the world testbed "
                              "with concepts trained by the world recipe (ED-LoRA Train), world captions held out")
+    parser.add_argument("--fp32", action="store_true",
+                        help="also solve from statistics accumulated in float32 (FusionConfig.accumulate_fp64=False)")
     args = parser.parse_args()
     if args.model == "world":
         args.concepts = min(args.concepts, 8)
@@ -144,9 +146,12 @@ def main() -> None:
     per_concept = [{**{m: fusion.ScaledLoRA(p, 1.0) for m, p in it.concept.text_lora.items()},
                     **{m: fusion.ScaledLoRA(p, 1.0) for m, p in it.concept.unet_lora.items()}} for it in items]
     default = config_mod.FusionConfig()
+    dtypes = (torch.float64, torch.float32) if args.fp32 else (torch.float64,)
+    default_tag = _tag(torch.float64 if default.accumulate_fp64 else torch.float32)
     changes = f"LoRA change {args.share} of each weight" if world is None else "trained by the world recipe"
     print(f"\n{args.model}: N={args.concepts} concepts, {changes}; {len(held_out)} held-out prompts; "
-          f"default: anchor {default.anchor}, ridge {default.ridge}, spatial_ridge {default.spatial_ridge}")
+          f"default: anchor {default.anchor}, ridge {default.ridge}, spatial_ridge {default.spatial_ridge}; "
+          f"statistics in float64{' and float32 (rows marked fp32)' if args.fp32 else ''}")
     header = (f"{'stage':20s} {'solver':28s} | {'own err (worst)':>15s} | {'held-out / largest':>20s} "
               f"{'held-out moved':>13s}")
     print(header)
@@ -158,17 +163,18 @@ def main() -> None:
             x_held = torch.cat(held[group])
             modules = sorted({m for d in per_concept for m in d if _group_of(m) == group})
             w0 = {m: weight_of(m).double().cpu() for m in modules}
-            stats = fusion.GramStats(feats[0].shape[1], {m: w0[m].shape[0] for m in modules})
-            for x, d in zip(feats, per_concept):
-                stats.add(x, {m: d.get(m) for m in modules})
             averages = {m: fusion.average_deltas([d.get(m) for d in per_concept], *w0[m].shape).double()
                         for m in modules}
             candidates = {"average": averages}
-            for anchor in ("base", "average"):
-                for ridge in RIDGES:
-                    solved = stats.solve(ridge=ridge, anchor=averages if anchor == "average" else None,
-                                         out_dtype=torch.float64)
-                    candidates[f"{anchor:7s} ridge {ridge:g}"] = solved
+            for dtype in dtypes:
+                stats = fusion.GramStats(feats[0].shape[1], {m: w0[m].shape[0] for m in modules}, dtype=dtype)
+                for x, d in zip(feats, per_concept):
+                    stats.add(x, {m: d.get(m) for m in modules})
+                for anchor in ("base", "average"):
+                    for ridge in RIDGES:
+                        solved = stats.solve(ridge=ridge, anchor=averages if anchor == "average" else None,
+                                             out_dtype=torch.float64)
+                        candidates[f"{anchor:7s} ridge {ridge:g}{_tag(dtype)}"] = solved
             for i in range(len(items)):
                 candidates[f"concept {i} alone"] = {m: fusion.dense(per_concept[i][m]).double() for m in modules}
             for name, deltas in candidates.items():
@@ -183,7 +189,8 @@ def main() -> None:
         for name, values in results.items():
             own, ratio, moved = (max(v[k] for v in values) for k in range(3))
             ridge = default.spatial_ridge if stage == "UNet attention" else default.ridge
-            mark = "  <- default" if name.strip() == f"{default.anchor:7s} ridge {ridge:g}".strip() else ""
+            default_name = f"{default.anchor:7s} ridge {ridge:g}{default_tag}"
+            mark = "  <- default" if name.strip() == default_name.strip() else ""
             print(f"{stage:20s} {name:28s} | {own:15.2e} | {ratio:20.3f} {moved:13.3f}{mark}")
         print()
 
@@ -204,6 +211,10 @@ def _world_captions(host, count: int = 20) -> list[str]:
     step = max(1, len(combos) // count)
     return [render.caption([render.Obj(s, c, size=size, position=pos)], g) for s, c, size, pos, g in combos[::step]][
         :count]
+
+
+def _tag(dtype: torch.dtype) -> str:
+    return " fp32" if dtype == torch.float32 else ""
 
 
 def _group_of(module: str) -> str:

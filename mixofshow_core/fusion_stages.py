@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .concept import Concept
-from .config import FusionConfig
+from .config import FP32_MIN_RIDGE, FusionConfig
 from .errors import ConceptWordError
 from .fusion import Delta, GramStats, ScaledLoRA, average_deltas, delta_growth, lbfgs_fuse
 
@@ -108,7 +108,7 @@ class _Accumulator:
 
     def __init__(self, stage: Stage, cfg: FusionConfig, device: torch.device,
                  sink: Callable[[str, int, torch.Tensor], None] | None):
-        dtype = torch.float64 if cfg.accumulate_fp64 else torch.float32
+        dtype = torch.float64 if cfg.accumulate_fp64 or stage.ridge < FP32_MIN_RIDGE else torch.float32
         self.stage, self.cfg, self.sink = stage, cfg, sink
         inputs = {m: shape[1] for m, shape in stage.shapes.items()}
         self.stats = {g: GramStats(inputs[next(iter(outs))], outs, dtype=dtype, device=device)

@@ -98,7 +98,9 @@ class GradientFusion:
                 "spatial_iters": ("INT", {"default": d.spatial_iters, "min": 1, "max": 5000,
                                           "tooltip": "L-BFGS iterations, other UNet layers (lbfgs mode only; 50)."}),
                 "accumulate_fp64": ("BOOLEAN", {"default": d.accumulate_fp64, "tooltip":
-                                    "Accumulate statistics in float64 (exact); off halves their memory."}),
+                                    "Accumulate statistics in float64. Off (default): float32, half the memory and "
+                                    "time, the same fused layers at ridges >= 1e-4 (smaller ridges always use "
+                                    "float64)."}),
                 "lora_filename": ("STRING", {"default": "", "tooltip":
                                   "If set, also save the fused change as one LoRA file (exact .diff keys) in "
                                   "models/loras under this name."}),

@@ -90,3 +90,24 @@ def test_colliding_words_are_refused_with_both_concepts_named():
     check_unique_words([FusionItem(one)])
     with pytest.raises(ConceptWordError, match="'first' and 'second' both use the word <a2>"):
         check_unique_words([FusionItem(one), FusionItem(two)])
+
+
+def test_statistics_are_float32_by_default_but_float64_where_the_ridge_is_small():
+    """float32 statistics match float64 at ridges >= 1e-4 (bench_fusion_safety --fp32) and fail below, so a stage
+    with a small ridge accumulates in float64 whatever the setting."""
+    from mixofshow_core.fusion_stages import _Accumulator
+
+    def dtype(ridge, fp64):
+        stage = Stage("s", SHAPES, _group, ridge=ridge, iters=0)
+        acc = _Accumulator(stage, FusionConfig(accumulate_fp64=fp64), torch.device("cpu"), None)
+        return {s.dtype for s in acc.stats.values()}
+
+    assert dtype(1e-3, False) == {torch.float32} and dtype(1e-4, False) == {torch.float32}
+    assert dtype(1e-6, False) == {torch.float64} and dtype(0.0, False) == {torch.float64}
+    assert dtype(1e-3, True) == {torch.float64}
+    features, deltas, feed, _ = _setup()
+    out = run_stage(Stage("unet", SHAPES, _group, ridge=1e-3, iters=0), deltas, feed, FusionConfig(),
+                    FusionReport(["a", "b", "c"]), device=torch.device("cpu"))
+    for module in SHAPES:  # float32 statistics, the float64 answer to float32 precision
+        ref = _reference(module, features, deltas, 1e-3)
+        assert torch.allclose(out[module], ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
