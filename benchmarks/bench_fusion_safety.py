@@ -97,7 +97,7 @@ def main() -> None:
 
         def weight_of(module):
             if module.startswith("text_model."):
-                return text_root.get_submodule(glue._CLIP_PREFIX + module).weight
+                return text_root.get_submodule(glue.clip_module(module)).weight
             return unet.get_submodule(layout.diffusers_to_ldm(module)).weight
 
         items = []
@@ -132,7 +132,7 @@ def main() -> None:
             for seed, text in enumerate(held_out):  # the base model sampling ordinary prompts, one step each
                 cond = nodes.CLIPTextEncode().encode(clip, text)[0]
                 nodes.common_ksampler(model, seed, 1, 1.0, "dpmpp_2m", "normal", cond, cond, latent)
-        hooks = {glue._CLIP_PREFIX + g.replace(".qkv", ".q_proj"): g for g in store if g.startswith("text_model.")}
+        hooks = {glue.clip_module(g.replace(".qkv", ".q_proj")): g for g in store if g.startswith("text_model.")}
         length = [0]
         with glue._capture(text_root, hooks, lambda g, x: held.setdefault(g, []).append(
                 x.reshape(-1, x.shape[-1])[:length[0]].double().cpu())):

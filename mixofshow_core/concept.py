@@ -49,7 +49,8 @@ class Concept:
         unet_lora: diffusers UNet module name -> LoRAPair.
         alpha: delta scale as in the official code (alpha, not alpha/rank).
         name: display name (defaults to the words joined by a space).
-        base_family: "sd1", "sd2", "sdxl"; derived from the text width when not given.
+        base_family: "sd1", "sd2", "sdxl"; when not given, "sdxl" for CLIP-L + CLIP-G encoders, else derived
+            from the text width.
         word_groups: which words form one concept (a fused bundle holds several); default [words].
         orthogonal: for Orthogonal Adaptation concepts, {"basis", "slot", "scale", "rank"}; else {}.
         text_encoders: [(name, width)] of the text encoders whose token embeddings make up a row, in row
@@ -99,8 +100,6 @@ class Concept:
         grouped = [w for g in self.word_groups for w in g]
         if sorted(grouped) != sorted(self.words):
             raise ConceptFileError(f"word_groups {self.word_groups} must cover the words {self.words} exactly once.")
-        if not self.base_family:
-            self.base_family = family_for_text_width(self.text_width)
         if not self.text_encoders:
             both = self.text_width == sum(w for _, w in SDXL_ENCODERS)
             one = "clip_h" if self.text_width == 1024 else "clip_l"
@@ -110,6 +109,9 @@ class Concept:
             raise ConceptFileError(
                 f"Text encoders {self.text_encoders} add up to width {sum(w for _, w in self.text_encoders)}, but the "
                 f"embeddings are {self.text_width} wide; the encoder widths must add up to the embedding width.")
+        if not self.base_family:
+            sdxl = [n for n, _ in self.text_encoders] == [n for n, _ in SDXL_ENCODERS]
+            self.base_family = "sdxl" if sdxl else family_for_text_width(self.text_width)
         second = sorted(m for m in self.text_lora if split_text_module(m)[0] >= len(self.text_encoders))
         if second:
             raise ConceptFileError(

@@ -116,6 +116,18 @@ def single_encoder_width(clip: Any, stage: str) -> int:
     return encoders[0][1]
 
 
+def model_and_clip(model: Any, clip: Any, stage: str = "the pack") -> tuple[str, int, list[tuple[str, int]]]:
+    """(family, layer rows, text encoders) of a MODEL and CLIP that belong together; clear errors otherwise."""
+    family = require_family(model, stage=stage)
+    encoders = clip_encoders(clip)
+    width, expected = sum(w for _, w in encoders), unet_context_width(model)
+    if expected != width:
+        raise BaseModelMismatchError(
+            f"MODEL cross-attention expects text width {expected} but CLIP gives {width}; connect the MODEL and CLIP "
+            "of the same checkpoint.")
+    return family, layer_rows(model), encoders
+
+
 def check_concept_fits(concept: Concept, layers: int, encoders: list[tuple[str, int]], family: str,
                        source: str) -> None:
     """Raise BaseModelMismatchError unless the concept's rows [L, D] and text encoders fit this model."""

@@ -32,15 +32,15 @@ def lora_name(prefix: str, module: str) -> str:
     return prefix + module.replace(".", "_")
 
 
-def text_lora_name(concept: Concept, module: str) -> str:
-    """Kohya name of one of the concept's text-encoder modules (lora_te_ / lora_te1_ / lora_te2_)."""
+def text_lora_name(module: str, family: str) -> str:
+    """Kohya name of a text-encoder module of a ``family`` model (lora_te_ / SDXL: lora_te1_, lora_te2_)."""
     index, inner = split_text_module(module)
-    return lora_name(TEXT_PREFIXES_SDXL[index] if len(concept.text_encoders) == 2 else TEXT_PREFIX, inner)
+    return lora_name(TEXT_PREFIXES_SDXL[index] if family == "sdxl" else TEXT_PREFIX, inner)
 
 
-def unet_lora_name(concept: Concept, module: str) -> str:
-    """Kohya name of one of the concept's UNet modules (diffusers names for SD1.x, LDM names for SDXL)."""
-    return lora_name(UNET_PREFIX, sdxl_layout().diffusers_to_ldm(module) if concept.base_family == "sdxl" else module)
+def unet_lora_name(module: str, family: str) -> str:
+    """Kohya name of a UNet module of a ``family`` model (diffusers names for SD1.x, LDM names for SDXL)."""
+    return lora_name(UNET_PREFIX, sdxl_layout().diffusers_to_ldm(module) if family == "sdxl" else module)
 
 
 def state_dict(concept: Concept) -> dict[str, torch.Tensor]:
@@ -48,7 +48,7 @@ def state_dict(concept: Concept) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for namer, loras in ((text_lora_name, concept.text_lora), (unet_lora_name, concept.unet_lora)):
         for module, pair in loras.items():
-            name = namer(concept, module)
+            name = namer(module, concept.base_family)
             out[f"{name}.lora_down.weight"] = pair.down
             out[f"{name}.lora_up.weight"] = pair.up
             out[f"{name}.alpha"] = torch.tensor(float(concept.alpha) * pair.rank, dtype=torch.float32)
@@ -68,11 +68,13 @@ def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
     return save_safetensors_atomic(state_dict(concept), path, metadata)
 
 
-def write_diff(text: dict[str, torch.Tensor], unet: dict[str, torch.Tensor], path: str | os.PathLike[str]) -> Path:
+def write_diff(text: dict[str, torch.Tensor], unet: dict[str, torch.Tensor], path: str | os.PathLike[str],
+               family: str = "sd1") -> Path:
     """Save full weight changes (e.g. a fusion result) as a LoRA file with exact ``.diff`` keys.
 
-    ``text`` / ``unet`` map diffusers module names to [out, in] deltas; loaders add ``strength · diff``.
+    ``text`` / ``unet`` map diffusers module names to [out, in] deltas of a ``family`` model ("sd1", "sdxl");
+    loaders add ``strength · diff``.
     """
-    tensors = {f"{lora_name(TEXT_PREFIX, m)}.diff": d for m, d in text.items()}
-    tensors.update({f"{lora_name(UNET_PREFIX, m)}.diff": d for m, d in unet.items()})
-    return save_safetensors_atomic(tensors, path, {"mixofshow.kind": "fused_diff"})
+    tensors = {f"{text_lora_name(m, family)}.diff": d for m, d in text.items()}
+    tensors.update({f"{unet_lora_name(m, family)}.diff": d for m, d in unet.items()})
+    return save_safetensors_atomic(tensors, path, {"mixofshow.kind": "fused_diff", "mixofshow.base_family": family})

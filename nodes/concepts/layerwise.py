@@ -71,7 +71,8 @@ def with_layer_patch(model: Any) -> Any:
 
 
 def concept_registry(clip: Any) -> dict[str, dict[str, Any]]:
-    """word -> {"embedding": [L, D], "concept", "source", "group": words of its concept} on ``clip``."""
+    """word -> {"embedding": [L, D], "concept", "source", "group": words of its concept, "text_encoders",
+    "base_family"} on ``clip``."""
     return dict(clip.patcher.model_options.get(REGISTRY_KEY, {}))
 
 
@@ -90,7 +91,8 @@ def register_words(clip: Any, concept: Concept, layers: int, source: str) -> Non
         if rows.shape[0] == 1:  # vanilla-LoRA checkpoints: one row used by every layer
             rows = rows.expand(layers, -1).clone()
         group = next((g for g in concept.word_groups if word in g), concept.words)
-        registry[word] = {"embedding": rows, "concept": concept.name, "source": source, "group": list(group)}
+        registry[word] = {"embedding": rows, "concept": concept.name, "source": source, "group": list(group),
+                          "text_encoders": list(concept.text_encoders), "base_family": concept.base_family}
     clip.patcher.model_options[REGISTRY_KEY] = registry
 
 

@@ -9,17 +9,10 @@ import comfy.sd
 import torch
 
 from ...mixofshow_core.concept import Concept
-from ...mixofshow_core.errors import BaseModelMismatchError, KeyMappingError, first_of
+from ...mixofshow_core.errors import KeyMappingError, first_of
 from ...mixofshow_core.formats import kohya
 from ...mixofshow_core.unet_layout import UNetLayout, map_unet_modules
-from ..model_layout import (
-    check_concept_fits,
-    clip_encoders,
-    layer_rows,
-    require_family,
-    unet_context_width,
-    unet_layout,
-)
+from ..model_layout import check_concept_fits, model_and_clip, unet_layout
 from .layerwise import REGISTRY_KEY, register_words, with_layer_patch
 
 LOADED_KEY = "mixofshow.loaded_concepts"  # on MODEL: concepts applied by EDLoRALoader, with their patch slots
@@ -38,13 +31,13 @@ def _check_lora_keys(model: Any, clip: Any, concept: Concept, layout: UNetLayout
     targets: dict[str, tuple[torch.nn.Module, str, Any]] = {}  # module -> (root, weight key, pair)
     strays = []
     for m, ldm in ours.items():
-        key = unet_keys.get(kohya.unet_lora_name(concept, m))
+        key = unet_keys.get(kohya.unet_lora_name(m, concept.base_family))
         if key != f"diffusion_model.{ldm}.weight":
             strays.append(m)
         else:
             targets[m] = (model.model, key, concept.unet_lora[m])
     for m, pair in concept.text_lora.items():
-        key = clip_keys.get(kohya.text_lora_name(concept, m))
+        key = clip_keys.get(kohya.text_lora_name(m, concept.base_family))
         if not isinstance(key, str):
             strays.append(m)
         else:
@@ -72,16 +65,8 @@ def _check_lora_keys(model: Any, clip: Any, concept: Concept, layout: UNetLayout
 def apply_concept(model: Any, clip: Any, concept: Concept, strength_model: float, strength_clip: float,
                   source: str, path: str = "") -> tuple[Any, Any]:
     """Return (MODEL, CLIP) clones with the concept's LoRA merged as patches and its words usable."""
-    family = require_family(model)
+    family, layers, encoders = model_and_clip(model, clip)
     layout = unet_layout(model)
-    layers = layer_rows(model)
-    encoders = clip_encoders(clip)
-    width = sum(w for _, w in encoders)
-    if unet_context_width(model) != width:
-        raise BaseModelMismatchError(
-            f"MODEL cross-attention expects text width {unet_context_width(model)} but CLIP gives {width}; "
-            "connect the MODEL and CLIP of the same checkpoint."
-        )
     check_concept_fits(concept, layers, encoders, family, source)
     if concept.text_lora or concept.unet_lora:
         _check_lora_keys(model, clip, concept, layout)

@@ -11,7 +11,7 @@ import comfy.utils
 from ...mixofshow_core.concept import Concept
 from ...mixofshow_core.config import FUSION_ANCHORS, FUSION_MODES, FusionConfig
 from ...mixofshow_core.formats import WRITERS, kohya, load_concept
-from .. import model_folders
+from .. import model_folders, model_layout
 from ..concepts import layerwise, model_patches
 from . import pipeline
 
@@ -146,7 +146,7 @@ class GradientFusion:
         if lora_filename.strip():
             start = time.perf_counter()
             target = model_folders.output_file("loras", lora_filename, "fused")
-            kohya.write_diff(deltas["text"], deltas["unet"], target)
+            kohya.write_diff(deltas["text"], deltas["unet"], target, model_layout.concept_family(model))
             text += f"\nwrote {target} in {time.perf_counter() - start:.2f} s"
         logger.info("[Mix-of-Show] %s", text)
         return fused_model, fused_clip, text
@@ -184,8 +184,10 @@ class EDLoRASaveBundle:
                 groups.append(entry["group"])
         words = [w for g in groups for w in g]
         target = model_folders.output_file(model_folders.EDLORA_FOLDER, filename, "fused_concepts")
+        first = registry[words[0]]
         bundle = Concept(words=words, embeddings={w: registry[w]["embedding"] for w in words},
-                         name=os.path.splitext(os.path.basename(target))[0], word_groups=groups)
+                         name=os.path.splitext(os.path.basename(target))[0], word_groups=groups,
+                         text_encoders=first["text_encoders"], base_family=first["base_family"])
         WRITERS["edlora"](bundle, target)
         return {"ui": {"text": [target]}, "result": (target,)}
 

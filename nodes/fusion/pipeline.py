@@ -1,9 +1,10 @@
 """Gradient fusion inside ComfyUI (spec §2): the host side of ``mixofshow_core.fusion_stages``.
 
-Stage order as in the paper: (1) text-encoder attention layers, features from each concept's own text
-encoder on its prompts; (2) UNet cross-attention K/V, inputs from the *fused* encoder (concept tokens
-and the first end token, per layer); (3) the other UNet attention layers, features recorded while
-sampling each concept with the fused encoder and K/V plus its own spatial LoRA (no CFG).
+Stage order as in the paper: (1) text-encoder attention layers (SDXL: both encoders), features from each
+concept's own text encoder on its prompts; (2) UNet cross-attention K/V, inputs from the *fused* encoder
+(concept tokens and the first end token, each layer with its attention block's row); (3) the other UNet
+attention layers, features recorded while sampling each concept with the fused encoder and K/V plus its own
+spatial LoRA (no CFG).
 Each stage is a feed (forward pre-hooks hand every input to the core as it streams past) and the fused
 changes go back as the host's own weight patches (``add_patches``).
 """
@@ -19,7 +20,7 @@ import comfy.model_management
 import comfy.sd
 import torch
 
-from ...mixofshow_core.concept import Concept
+from ...mixofshow_core.concept import Concept, split_text_module
 from ...mixofshow_core.config import FUSION_SAMPLE_TEMPLATE, FUSION_TEXT_TEMPLATES, FusionConfig
 from ...mixofshow_core.formats import kohya
 from ...mixofshow_core.fusion_stages import FusionItem, FusionReport, Stage, check_unique_words, run_stage, scaled
@@ -27,8 +28,13 @@ from .. import model_layout
 from ..concepts import layerwise
 
 __all__ = ["FusionItem", "FusionReport", "fuse"]
-_CLIP_PREFIX = "clip_l.transformer."
 _KV = re.compile(r"\.attn2\.to_[kv]$")
+
+
+def clip_module(module: str) -> str:
+    """The host path of a text_lora module inside ``clip.cond_stage_model`` (SDXL's second encoder: clip_g)."""
+    index, inner = split_text_module(module)
+    return f"{('clip_l', 'clip_g')[index]}.transformer.{inner}"
 
 
 def _text_group(name: str) -> str:
@@ -70,12 +76,8 @@ def _capture(root: torch.nn.Module, names: dict[str, str], sink: Callable[[str, 
 def _lora_part(concept: Concept, text: bool, unet_filter: Callable[[str], bool]) -> Concept:
     return Concept(words=concept.words, embeddings=concept.embeddings, alpha=concept.alpha, name=concept.name,
                    text_lora=concept.text_lora if text else {}, word_groups=concept.word_groups,
-                   unet_lora={m: p for m, p in concept.unet_lora.items() if unet_filter(m)})
-
-
-def _with_lora(model, clip, concept: Concept, unet_alpha: float, text_alpha: float):
-    """(model, clip) clones with the concept's LoRA part at the given strengths (host LoRA path)."""
-    return comfy.sd.load_lora_for_models(model, clip, kohya.state_dict(concept), unet_alpha, text_alpha)
+                   unet_lora={m: p for m, p in concept.unet_lora.items() if unet_filter(m)},
+                   text_encoders=concept.text_encoders, base_family=concept.base_family)
 
 
 def _with_lora(model, clip, concept: Concept, unet_alpha: float, text_alpha: float):
@@ -95,11 +97,10 @@ class _Fusion:
                  progress: Callable[[str, int, int], None] | None, sink: Callable | None):
         check_unique_words(items)
         self.model, self.clip, self.items, self.cfg = model, clip, items, cfg
-        model_layout.require_sd1(model, "gradient fusion")
+        self.family, self.rows, encoders = model_layout.model_and_clip(model, clip, "gradient fusion")
         self.sites = model_layout.cross_attention_sites(model)
-        encoders = [("clip_l", model_layout.single_encoder_width(clip, "gradient fusion"))]
         for item in items:
-            model_layout.check_concept_fits(item.concept, len(self.sites), encoders, "SD1.x", item.concept.name)
+            model_layout.check_concept_fits(item.concept, self.rows, encoders, self.family, item.concept.name)
         self.layout = model_layout.unet_layout(model)
         self.report = FusionReport([i.concept.name for i in items])
         self.options = dict(device=comfy.model_management.get_torch_device(), progress=progress, sink=sink,
@@ -111,7 +112,7 @@ class _Fusion:
     def with_words(self, clip: Any) -> Any:
         clip = clip.clone()
         for item in self.items:
-            layerwise.register_words(clip, item.concept, len(self.sites), item.concept.name)
+            layerwise.register_words(clip, item.concept, self.rows, item.concept.name)
         return clip
 
     def stage(self, stage: Stage, per_concept: list[dict], feed, weight=None) -> dict[str, torch.Tensor]:
@@ -121,14 +122,14 @@ class _Fusion:
     def text_encoder(self) -> tuple[dict[str, torch.Tensor], Any]:
         root = self.clip.cond_stage_model
         modules = sorted({m for i in self.items for m in i.concept.text_lora})
-        shapes = {m: tuple(root.get_submodule(_CLIP_PREFIX + m).weight.shape[:2]) for m in modules}
-        hooks = {_CLIP_PREFIX + m: _text_group(m) for m in modules}
+        shapes = {m: tuple(root.get_submodule(clip_module(m)).weight.shape[:2]) for m in modules}
+        hooks = {clip_module(m): _text_group(m) for m in modules}
 
         def feed(i: int, add) -> None:
             item = self.items[i]
             text_only = _lora_part(item.concept, True, lambda m: False)
             own_clip = _with_lora(self.model, self.clip, text_only, 0.0, item.text_alpha)[1].clone()
-            layerwise.register_words(own_clip, item.concept, len(self.sites), item.concept.name)
+            layerwise.register_words(own_clip, item.concept, self.rows, item.concept.name)
             for template in FUSION_TEXT_TEMPLATES:
                 text = template.format(self.words(item))
                 length = layerwise.prompt_length(own_clip, text)  # the prompt's own tokens, no padding
@@ -138,12 +139,12 @@ class _Fusion:
         weight = None
         if self.cfg.mode == "lbfgs":
             self.clip.load_model()
-            weight = _weights(root, {m: _CLIP_PREFIX + m for m in modules})
+            weight = _weights(root, {m: clip_module(m) for m in modules})
         per_text = [scaled(i.concept.text_lora, i.text_alpha * i.concept.alpha) for i in self.items]
         stage = Stage("text encoder", shapes, _text_group, self.cfg.ridge, self.cfg.text_iters)
         delta = self.stage(stage, per_text, feed, weight)
         fused_clip = self.clip.clone()
-        fused_clip.add_patches({f"{_CLIP_PREFIX}{m}.weight": (d,) for m, d in delta.items()}, 1.0)
+        fused_clip.add_patches({f"{clip_module(m)}.weight": (d,) for m, d in delta.items()}, 1.0)
         return delta, self.with_words(fused_clip)
 
     # ---- stages 2 and 3: the UNet
@@ -167,7 +168,7 @@ class _Fusion:
                                for m, d in delta.items()}, 1.0)
             return model
 
-        # K/V read the fused encoder's contexts at the concept tokens and the first end token, per layer
+        # K/V read the fused encoder's contexts at the concept tokens and the first end token, per layer (its row)
         kv = {m: s for m, s in shapes.items() if _KV.search(m)}
         kv_sites = {g: next(s for s in self.sites if g == f"{s.diffusers_prefix}.attn2") for g in map(_kv_group, kv)}
 
@@ -176,7 +177,7 @@ class _Fusion:
                 text = template.format(self.words(self.items[i]))
                 contexts, _, positions = layerwise.layer_contexts(fused_clip, text)  # (L, T, D)
                 for group, site in sorted(kv_sites.items()):
-                    add(group, contexts[site.index, positions])  # (rows, D)
+                    add(group, contexts[site.row, positions])  # (tokens, D)
 
         kv_delta = self.stage(Stage("cross-attention K/V", kv, _kv_group, self.cfg.ridge, self.cfg.kv_iters),
                               per_unet, kv_feed, weight)
