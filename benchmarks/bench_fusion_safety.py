@@ -93,11 +93,12 @@ def main() -> None:
         else:
             model, clip = world.model, world.clip
         unet, text_root = model.model.diffusion_model, clip.cond_stage_model
-        layout = host.pack("nodes.model_layout").unet_layout(model)
+        model_layout = host.pack("nodes.model_layout")
+        layout = model_layout.unet_layout(model)
 
         def weight_of(module):
             if module.startswith("text_model."):
-                return text_root.get_submodule(glue.clip_module(module)).weight
+                return text_root.get_submodule(model_layout.clip_module(module)).weight
             return unet.get_submodule(layout.diffusers_to_ldm(module)).weight
 
         items = []
@@ -117,7 +118,7 @@ def main() -> None:
 
         # held-out features: K/V inputs are the fused encoder's per-layer contexts of ordinary prompts (all tokens
         # up to the end token); text-encoder inputs are recorded with hooks while the base encoder reads them
-        sites = host.pack("nodes.model_layout").cross_attention_sites(model)
+        sites = model_layout.cross_attention_sites(model)
         held: dict[str, list[torch.Tensor]] = {}
         for text in held_out:
             contexts = cglue.layer_contexts(fused_clip, text)[0]  # (L, T, D)
@@ -132,7 +133,8 @@ def main() -> None:
             for seed, text in enumerate(held_out):  # the base model sampling ordinary prompts, one step each
                 cond = nodes.CLIPTextEncode().encode(clip, text)[0]
                 nodes.common_ksampler(model, seed, 1, 1.0, "dpmpp_2m", "normal", cond, cond, latent)
-        hooks = {glue.clip_module(g.replace(".qkv", ".q_proj")): g for g in store if g.startswith("text_model.")}
+        text_groups = [g for g in store if g.startswith("text_model.")]
+        hooks = {model_layout.clip_module(g.replace(".qkv", ".q_proj")): g for g in text_groups}
         length = [0]
         with glue._capture(text_root, hooks, lambda g, x: held.setdefault(g, []).append(
                 x.reshape(-1, x.shape[-1])[:length[0]].double().cpu())):

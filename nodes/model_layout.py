@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..mixofshow_core.concept import FAMILY_NAMES, Concept
+from ..mixofshow_core.concept import FAMILY_NAMES, Concept, split_text_module
 from ..mixofshow_core.errors import BaseModelMismatchError
 from ..mixofshow_core.unet_layout import CrossAttnSite, UNetLayout, row_count
 
@@ -12,7 +12,7 @@ _TRANSFORMER_PATH = re.compile(r"^(?:(?:input_blocks|output_blocks)\.\d+|middle_
 # the host's model configs (comfy.supported_models) whose subclasses make up each UNet family
 _FAMILIES = {"SD15": "SD1.x", "SD20": "SD2.x", "SDXL": "SDXL", "SDXLRefiner": "SDXL refiner"}
 _ENCODERS = {("clip_l",): "SD1.x", ("clip_h",): "SD2.x", ("clip_l", "clip_g"): "SDXL", ("clip_g",): "SDXL refiner"}
-CONCEPT_FAMILIES = ("SD1.x", "SDXL")  # loading concepts, layer-wise encoding, regions
+CONCEPT_FAMILIES = ("SD1.x", "SDXL")  # every stage
 SUPPORTED = "SD1.x (SD1.4/1.5 and their fine-tunes) and SDXL (base, Illustrious, NoobAI, Pony)"
 
 
@@ -38,11 +38,6 @@ def require_family(model: Any, supported: tuple[str, ...] = CONCEPT_FAMILIES, st
 def concept_family(model: Any) -> str:
     """The base_family code a concept made on this MODEL carries ("sd1", "sdxl")."""
     return {"SD1.x": "sd1", "SDXL": "sdxl"}[require_family(model)]
-
-
-def require_sd1(model: Any, stage: str) -> None:
-    """Raise a clear error for a MODEL of any family but SD1.x, naming it (stages not yet on SDXL)."""
-    require_family(model, ("SD1.x",), stage)
 
 
 def unet_layout(model: Any) -> UNetLayout:
@@ -101,19 +96,15 @@ def clip_encoders(clip: Any) -> list[tuple[str, int]]:
     return [(n, int(getattr(encoder, n).transformer.get_input_embeddings().weight.shape[1])) for n in names]
 
 
+def clip_module(module: str) -> str:
+    """The host path of a text_lora module inside ``clip.cond_stage_model`` (SDXL's second encoder: clip_g)."""
+    index, inner = split_text_module(module)
+    return f"{('clip_l', 'clip_g')[index]}.transformer.{inner}"
+
+
 def clip_text_width(clip: Any) -> int:
     """Width of the context a CLIP produces (its encoders' widths added up: 768 SD1.x, 2048 SDXL)."""
     return sum(w for _, w in clip_encoders(clip))
-
-
-def single_encoder_width(clip: Any, stage: str) -> int:
-    """Hidden size of a one-encoder (SD1-style) CLIP; a clear error for SDXL's two (stages not yet on SDXL)."""
-    encoders = clip_encoders(clip)
-    if len(encoders) != 1:
-        raise BaseModelMismatchError(
-            f"This CLIP is SDXL (text encoders {[n for n, _ in encoders]}): {stage} supports SD1.x models today; "
-            "SDXL is not supported yet.")
-    return encoders[0][1]
 
 
 def model_and_clip(model: Any, clip: Any, stage: str = "the pack") -> tuple[str, int, list[tuple[str, int]]]:

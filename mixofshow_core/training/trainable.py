@@ -19,6 +19,7 @@ class TrainableConcept(torch.nn.Module):
         super().__init__()
         self.words = list(concept.words)
         self.alpha = float(concept.alpha)
+        self.text_encoders, self.base_family = list(concept.text_encoders), concept.base_family
         self.embeddings = torch.nn.Parameter(concept.embedding_stack().float().clone())  # (W, L, D)
         self.text_names = sorted(concept.text_lora)
         self.unet_names = sorted(concept.unet_lora)
@@ -54,7 +55,7 @@ class TrainableConcept(torch.nn.Module):
         """Mean L2 norm of the concept rows (all words, all layers): the freeze criterion."""
         return float(self.embeddings.detach().norm(dim=-1).mean())
 
-    def to_concept(self, name: str = "", base_family: str = "", orthogonal: dict | None = None) -> Concept:
+    def to_concept(self, name: str = "", orthogonal: dict | None = None) -> Concept:
         """A detached CPU snapshot as a Concept (what is saved to models/edloras)."""
         def pairs(names, downs, ups):
             return {n: LoRAPair(down=d.detach().float().cpu().clone(), up=u.detach().float().cpu().clone())
@@ -67,6 +68,7 @@ class TrainableConcept(torch.nn.Module):
             unet_lora=pairs(self.unet_names, self.unet_down, self.unet_up),
             alpha=self.alpha,
             name=name,
-            base_family=base_family,
+            base_family=self.base_family,
             orthogonal=dict(orthogonal or {}),
+            text_encoders=self.text_encoders,
         )

@@ -225,11 +225,9 @@ def prompt_warnings(clip: Any, text: str) -> list[str]:
     return notes
 
 
-def embedding_table_module(clip: Any) -> torch.nn.Module:
-    """The CLIP-L token-embedding module (ids -> [.., D])."""
-    return clip.cond_stage_model.clip_l.transformer.get_input_embeddings()
-
-
 def embedding_table(clip: Any) -> torch.Tensor:
-    """The CLIP's token-embedding table [V, D] (for initialising or checking concept words)."""
-    return embedding_table_module(clip).weight
+    """The CLIP's token embeddings [V, D], every text encoder's side by side in row order (SDXL: 768 + 1280), for
+    initialising or checking concept words."""
+    encoder = clip.cond_stage_model
+    tables = [getattr(encoder, name).transformer.get_input_embeddings().weight for name, _ in clip_encoders(clip)]
+    return torch.cat(tables, dim=1) if len(tables) > 1 else tables[0]

@@ -31,7 +31,7 @@ class EDLoRALoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", {"tooltip": "An SD1.x diffusion model (e.g. from Load Checkpoint)."}),
+                "model": ("MODEL", {"tooltip": "An SD1.x or SDXL diffusion model (e.g. from Load Checkpoint)."}),
                 "clip": ("CLIP", {"tooltip": "The CLIP of the same checkpoint."}),
                 "concept_name": (model_folders.concept_files(), {"tooltip": "Concept file in models/edloras."}),
                 "strength_model": ("FLOAT", {

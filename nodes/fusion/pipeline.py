@@ -20,7 +20,7 @@ import comfy.model_management
 import comfy.sd
 import torch
 
-from ...mixofshow_core.concept import Concept, split_text_module
+from ...mixofshow_core.concept import Concept
 from ...mixofshow_core.config import FUSION_SAMPLE_TEMPLATE, FUSION_TEXT_TEMPLATES, FusionConfig
 from ...mixofshow_core.formats import kohya
 from ...mixofshow_core.fusion_stages import FusionItem, FusionReport, Stage, check_unique_words, run_stage, scaled
@@ -29,12 +29,6 @@ from ..concepts import layerwise
 
 __all__ = ["FusionItem", "FusionReport", "fuse"]
 _KV = re.compile(r"\.attn2\.to_[kv]$")
-
-
-def clip_module(module: str) -> str:
-    """The host path of a text_lora module inside ``clip.cond_stage_model`` (SDXL's second encoder: clip_g)."""
-    index, inner = split_text_module(module)
-    return f"{('clip_l', 'clip_g')[index]}.transformer.{inner}"
 
 
 def _text_group(name: str) -> str:
@@ -122,8 +116,8 @@ class _Fusion:
     def text_encoder(self) -> tuple[dict[str, torch.Tensor], Any]:
         root = self.clip.cond_stage_model
         modules = sorted({m for i in self.items for m in i.concept.text_lora})
-        shapes = {m: tuple(root.get_submodule(clip_module(m)).weight.shape[:2]) for m in modules}
-        hooks = {clip_module(m): _text_group(m) for m in modules}
+        shapes = {m: tuple(root.get_submodule(model_layout.clip_module(m)).weight.shape[:2]) for m in modules}
+        hooks = {model_layout.clip_module(m): _text_group(m) for m in modules}
 
         def feed(i: int, add) -> None:
             item = self.items[i]
@@ -139,12 +133,12 @@ class _Fusion:
         weight = None
         if self.cfg.mode == "lbfgs":
             self.clip.load_model()
-            weight = _weights(root, {m: clip_module(m) for m in modules})
+            weight = _weights(root, {m: model_layout.clip_module(m) for m in modules})
         per_text = [scaled(i.concept.text_lora, i.text_alpha * i.concept.alpha) for i in self.items]
         stage = Stage("text encoder", shapes, _text_group, self.cfg.ridge, self.cfg.text_iters)
         delta = self.stage(stage, per_text, feed, weight)
         fused_clip = self.clip.clone()
-        fused_clip.add_patches({f"{clip_module(m)}.weight": (d,) for m, d in delta.items()}, 1.0)
+        fused_clip.add_patches({f"{model_layout.clip_module(m)}.weight": (d,) for m, d in delta.items()}, 1.0)
         return delta, self.with_words(fused_clip)
 
     # ---- stages 2 and 3: the UNet

@@ -115,7 +115,7 @@ class EDLoRATrain:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("MODEL", _tip("Base diffusion model (SD1.x) to train on.")),
+                "model": ("MODEL", _tip("Base diffusion model (SD1.x or SDXL) to train on.")),
                 "clip": ("CLIP", _tip("The CLIP of the same checkpoint.")),
                 "vae": ("VAE", _tip("The VAE of the same checkpoint (encodes the training images).")),
                 "dataset": ("MOS_DATASET", _tip("From 'ED-LoRA Dataset' or 'ED-LoRA Dataset From Folder'.")),

@@ -99,7 +99,8 @@ def fresh_trainable(model: Any, clip: Any, config: TrainConfig) -> tuple[Trainab
     layers = model_layout.layer_rows(model)
     text, unet = targets.text_targets(clip), targets.unet_targets(model)
     concept = init_concept(config.words, word_vectors(clip, config), layers, text, unet, rank=config.rank,
-                           alpha=config.alpha, seed=config.seed)
+                           alpha=config.alpha, seed=config.seed, text_encoders=model_layout.clip_encoders(clip),
+                           base_family=model_layout.concept_family(model))
     info: dict = {}
     if config.mode == "orthogonal":
         for loras in (concept.text_lora, concept.unet_lora):

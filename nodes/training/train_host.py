@@ -5,12 +5,14 @@ How training reaches into the host without changing it:
   swaps every inference-mode parameter/buffer of the UNet and text encoder for an ordinary clone
   (same values, so other users of the shared module see no change).
 * LoRA is applied with forward hooks on the adapted Linear layers (y += alpha·up(down(x))), removed
-  when training ends. Word rows enter the text encoder through a hook on its token-embedding module:
+  when training ends. Word rows enter each text encoder through a hook on its token-embedding module:
   each (word, layer) pair gets a reserved vocabulary id that never occurs in the training prompts,
-  and the hook writes that pair's trainable row over the id's embedding.
+  and the hook writes that encoder's part of the pair's trainable row over the id's embedding.
 * Per-layer contexts are packed exactly as at inference (``layer_context.pack_layers``) and reach
   each cross-attention layer through the same ``LayerwiseContextPatch``; an extra attn2 patch records
   the concept words' attention for the regulariser.
+* SDXL: both encoders run, and the pooled text comes from one more section with each word's mean row, as at
+  inference; it enters the UNet through the model's own ADM encoding (pooled text + image size).
 """
 from __future__ import annotations
 
@@ -106,17 +108,16 @@ class _TokenRows:
 class _AttentionRecorder:
     """attn2 patch (after the layer-wise one): keep the concept-word columns of each layer's attention."""
 
-    def __init__(self, layer_patch: layerwise.LayerwiseContextPatch, attn_modules: dict[int, Any]):
-        self.layer_patch = layer_patch
-        self.attn = attn_modules
+    def __init__(self, attn_modules: dict[tuple[str, int, int], Any]):
+        self.attn = attn_modules  # (block name, block number, transformer index) -> attn2
         self.positions: torch.Tensor | None = None  # (B, W)
         self.maps: list[torch.Tensor] = []
 
     def __call__(self, n, context, value, extra_options):
-        layer = self.layer_patch.layer_for(extra_options)
-        if self.positions is None or layer is None or context is None:
+        block = extra_options.get("block")
+        attn = None if block is None else self.attn.get((block[0], block[1], extra_options.get("block_index", 0)))
+        if self.positions is None or attn is None or context is None:
             return n, context, value
-        attn = self.attn[layer]
         q, k = attn.to_q(n), attn.to_k(context)  # (B, HW, inner), (B, T, inner)
         b, hw, inner = q.shape
         heads = attn.heads
@@ -136,12 +137,12 @@ class ComfyTrainHost:
 
     def __init__(self, model: Any, clip: Any, vae: Any, words: list[str], prompts: list[str], precision: str,
                  gradient_checkpointing: bool):
-        model_layout.require_sd1(model, "ED-LoRA training")
-        model_layout.single_encoder_width(clip, "ED-LoRA training")  # one CLIP-L, else an error naming the family
+        _, self.layers, self.encoders = model_layout.model_and_clip(model, clip, "ED-LoRA training")
         comfy.model_management.load_models_gpu([model, clip.patcher])
         self.model, self.clip, self.vae = model, clip, vae
         self.unet = model.model.diffusion_model
-        self.encoder = clip.cond_stage_model.clip_l
+        self.text_models = {name: getattr(clip.cond_stage_model, name) for name, _ in self.encoders}
+        self.pooled_section = len(self.encoders) == 2  # SDXL: the UNet reads pooled text too
         self.device = comfy.model_management.get_torch_device()
         self.dtype = model.model.get_dtype()
         kind = model.model.model_type.name
@@ -154,17 +155,16 @@ class ComfyTrainHost:
         prepare_for_autograd(clip.cond_stage_model)
         check_backward(model)
         self.sites = model_layout.cross_attention_sites(model)
-        self.layers = len(self.sites)
         self.words = list(words)
         self.stand_ins = layerwise.pick_stand_ins(clip, " ".join(prompts), len(words))
-        embedding = layerwise.embedding_table(clip)
+        vocab = layerwise.embedding_table(clip).shape[0]
         bound = [substitute(p, dict(zip(self.words, self.stand_ins))) for p in prompts]
-        self.layer_ids = _reserved_ids(clip, bound, set(self.stand_ins.values()), len(words) * self.layers,
-                                       embedding.shape[0])
-        self.token_rows = _TokenRows(self.layer_ids, embedding.shape[0])
+        rows = len(words) * (self.layers + self.pooled_section)  # (word, layer) rows, then SDXL's mean rows
+        self.layer_ids = _reserved_ids(clip, bound, set(self.stand_ins.values()), rows, vocab)
+        self.token_rows = {name: _TokenRows(self.layer_ids, vocab) for name, _ in self.encoders}
         self.layer_patch = layerwise.LayerwiseContextPatch(self.sites)
-        self.recorder = _AttentionRecorder(
-            self.layer_patch, {s.index: self.unet.get_submodule(s.ldm_prefix).attn2 for s in self.sites})
+        self.recorder = _AttentionRecorder({(s.block[0], s.block[1], s.depth): self.unet.get_submodule(s.ldm_prefix)
+                                            .attn2 for s in self.sites})
 
     # -- TrainHost
     def alphas_cumprod(self) -> torch.Tensor:
@@ -179,24 +179,35 @@ class ComfyTrainHost:
             latents = self.vae.encode(pixels)
         return self.model.model.process_latent_in(latents).to(self.device, self.dtype)
 
-    def contexts(self, prompts: list[str], embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ids, positions = self._token_ids(prompts)  # (L*B, T), (B, W)
-        self.token_rows.table = embeddings.reshape(-1, embeddings.shape[-1])  # (W*L, D)
-        try:
-            self._set_clip_layer()
-            out = self.encoder(ids.tolist())
-        finally:
-            self.token_rows.table = None
-        z = out[0]  # (L*B, T, D)
-        contexts = z.reshape(self.layers, len(prompts), *z.shape[1:])  # (L, B, T, D)
-        return layer_context.pack_layers(contexts), positions  # (B, T*L, D)
+    def contexts(self, prompts: list[str], embeddings: torch.Tensor) -> tuple[tuple, torch.Tensor]:
+        """((packed contexts [B, T·L, D], pooled text [B, P] or None), concept-word positions [B, W])."""
+        ids, positions = self._token_ids(prompts)  # key -> (S*B, T) with S = L (+1 mean section), (B, W)
+        table = embeddings.reshape(-1, embeddings.shape[-1])  # (W*L, D)
+        if self.pooled_section:
+            table = torch.cat([table, embeddings.mean(dim=1)])  # (W*L + W, D)
+        batch, outs, pooled, start = len(prompts), [], None, 0
+        self._set_clip_layer()
+        for (name, width), key in zip(self.encoders, ("l", "g")):
+            self.token_rows[name].table = table[:, start:start + width]
+            start += width
+            try:
+                out = self.text_models[name](ids[key].tolist())
+            finally:
+                self.token_rows[name].table = None
+            outs.append(out[0])  # (S*B, T, width)
+            if name == "clip_g":
+                pooled = out[1][:batch]  # (B, P): the mean-row section's projected end token
+        z = torch.cat(outs, dim=-1)[batch if self.pooled_section else 0:]  # (L*B, T, D)
+        contexts = z.reshape(self.layers, batch, *z.shape[1:])  # (L, B, T, D)
+        return (layer_context.pack_layers(contexts), pooled), positions  # (B, T*L, D)
 
     def predict(self, noisy, timesteps, contexts, positions):
+        packed, pooled = contexts
         self.recorder.maps, self.recorder.positions = [], positions
         options = {"patches": {"attn2_patch": [self.layer_patch, self.recorder]}}
         try:
-            out = self.unet(noisy.to(self.dtype), timesteps=timesteps.float(), context=contexts.to(self.dtype),
-                            transformer_options=options)
+            out = self.unet(noisy.to(self.dtype), timesteps=timesteps.float(), context=packed.to(self.dtype),
+                            y=self._adm(pooled, noisy), transformer_options=options)
         finally:
             maps, self.recorder.maps, self.recorder.positions = self.recorder.maps, [], None
         return out.float(), maps
@@ -207,34 +218,55 @@ class ComfyTrainHost:
         return contextlib.nullcontext()
 
     # -- helpers
+    def _adm(self, pooled: torch.Tensor | None, noisy: torch.Tensor) -> torch.Tensor | None:
+        """SDXL's ADM input for the batch: pooled text and the image size (uncropped, target = size), as the
+        model itself encodes them; None for models without it."""
+        if pooled is None:
+            return None
+        ratio = getattr(self.vae, "downscale_ratio", 8)
+        height, width = (int(s) * (ratio if isinstance(ratio, int) else 8) for s in noisy.shape[-2:])
+        y = self.model.model.encode_adm(pooled_output=pooled, width=width, height=height, crop_w=0, crop_h=0,
+                                        target_width=width, target_height=height)
+        return y.to(self.device, self.dtype)
+
     def _set_clip_layer(self) -> None:
         self.clip.cond_stage_model.reset_clip_options()
         if self.clip.layer_idx is not None:
             self.clip.cond_stage_model.set_clip_options({"layer": self.clip.layer_idx})
 
-    def _token_ids(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, positions = [], []
+    def _token_ids(self, prompts: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Token ids per tokenizer key ("l", SDXL also "g"), one section per layer (SDXL: the mean-row section
+        first), stand-ins replaced by reserved ids: key -> [S*B, T]; and concept-word positions [B, W]."""
+        rows: dict[str, list[list[int]]] = {}
+        positions = []
         stand_in_ids = list(self.stand_ins.values())
         for text in prompts:
-            chunk = self.clip.tokenize(substitute(text, dict(zip(self.words, self.stand_ins))))["l"][0]
-            ids = [int(t[0]) for t in chunk]
-            where = [ids.index(s) if s in ids else 0 for s in stand_in_ids]
-            positions.append(where)
-            rows.append(ids)
-        per_layer = []
-        for layer in range(self.layers):
-            for ids in rows:
-                mapping = {s: int(self.layer_ids[w * self.layers + layer]) for w, s in enumerate(stand_in_ids)}
-                per_layer.append([mapping.get(t, t) for t in ids])
-        return torch.tensor(per_layer), torch.tensor(positions)
+            tokens = self.clip.tokenize(substitute(text, dict(zip(self.words, self.stand_ins))))
+            for key, chunks in tokens.items():
+                rows.setdefault(key, []).append([int(t[0]) for t in chunks[0]])
+            ids = rows["l"][-1]
+            positions.append([ids.index(s) if s in ids else 0 for s in stand_in_ids])
+        words, layers = len(stand_in_ids), self.layers
+        sections = [[words * layers + w for w in range(words)]] if self.pooled_section else []  # mean rows
+        sections += [[w * layers + layer for w in range(words)] for layer in range(layers)]
+        out = {}
+        for key, per_prompt in rows.items():
+            batch = []
+            for section in sections:
+                mapping = {s: int(self.layer_ids[r]) for s, r in zip(stand_in_ids, section)}
+                batch += [[mapping.get(t, t) for t in ids] for ids in per_prompt]
+            out[key] = torch.tensor(batch)
+        return out, torch.tensor(positions)
 
     @contextlib.contextmanager
     def attached(self, trainable) -> Any:
         """Install the trainable's LoRA and embedding hooks (and checkpointing) for the duration."""
-        handles = [layerwise.embedding_table_module(self.clip).register_forward_hook(self.token_rows)]
-        text_root = self.encoder.transformer
+        handles = [self.text_models[name].transformer.get_input_embeddings().register_forward_hook(rows)
+                   for name, rows in self.token_rows.items()]
+        text_root = self.clip.cond_stage_model
         for name, (down, up) in trainable.text_lora().items():
-            handles.append(text_root.get_submodule(name).register_forward_hook(_lora_hook(down, up, trainable.alpha)))
+            handles.append(text_root.get_submodule(model_layout.clip_module(name)).register_forward_hook(
+                _lora_hook(down, up, trainable.alpha)))
         ldm = map_unet_modules(model_layout.unet_layout(self.model), list(trainable.unet_names))
         for name, (down, up) in trainable.unet_lora().items():
             handles.append(self.unet.get_submodule(ldm[name]).register_forward_hook(
@@ -261,10 +293,13 @@ class ComfyTrainHost:
             negative = [[negative_cond, {"pooled_output": negative_pooled}]]
             model = layerwise.with_layer_patch(self.model)
             for i, text in enumerate(prompts):
-                packed, _ = self.contexts([text], embeddings)
+                (packed, pooled), _ = self.contexts([text], embeddings)
                 packed = packed.float().cpu()
-                positive = [[packed, {"mixofshow_layers": self.layers,
-                                      "cross_attn_controlnet": layer_context.mean_over_layers(packed, self.layers)}]]
+                extras = {"mixofshow_layers": self.layers,
+                          "cross_attn_controlnet": layer_context.mean_over_layers(packed, self.layers)}
+                if pooled is not None:
+                    extras["pooled_output"] = pooled.float().cpu()
+                positive = [[packed, extras]]
                 latent = nodes.EmptyLatentImage().generate(size, size, 1)[0]["samples"]  # the host's latent shape
                 noise = comfy.sample.prepare_noise(latent, seed + i)
                 samples = comfy.sample.sample(model, noise, steps, cfg, "euler", "normal", positive, negative, latent,

@@ -210,10 +210,10 @@ def test_a_model_of_an_unsupported_family_is_refused_naming_it(host, testbed):
         _loader(host).load(sd2, clip, concept_file, 1.0, 1.0)
 
 
-def test_training_refuses_sdxl_naming_the_stage_and_fusion_a_mismatched_clip(host, testbed, testbed_sdxl):
-    """Training is SD1.x-only so far: an SDXL model gets a message naming the stage and SDXL. Fusion takes both
-    families but refuses an SD1.x MODEL with an SDXL CLIP, naming the widths."""
-    model, clip, vae = testbed_sdxl
+def test_training_and_fusion_refuse_a_mismatched_clip_or_an_unsupported_family(host, testbed, testbed_sdxl):
+    """Both take SD1.x and SDXL; an SD1.x MODEL with an SDXL CLIP, or an SD2.x MODEL, gets a message naming what
+    is wrong (and the stage), not a shape error deep inside."""
+    _, clip, vae = testbed_sdxl
     sd1_model, sd1_clip, _ = testbed
     concept_file = write_concept(host, random_concept(host, sd1_model, sd1_clip, ("<fam2>",), seed=3),
                                  "fam2_sd1.safetensors")
@@ -221,8 +221,16 @@ def test_training_refuses_sdxl_naming_the_stage_and_fusion_a_mismatched_clip(hos
     fusion, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
     item = fusion.FusionItem(formats.load_concept(f"{host.models('edloras')}/{concept_file}"))
     config = host.pack("mixofshow_core.config").FusionConfig(resolution=64, steps=1)
+    train_host = host.pack("nodes.training.train_host").ComfyTrainHost
     with pytest.raises(errors.BaseModelMismatchError, match="expects text width 64 but CLIP gives 192"):
         fusion.fuse(sd1_model, clip, [item], config)
+    with pytest.raises(errors.BaseModelMismatchError, match="expects text width 64 but CLIP gives 192"):
+        train_host(sd1_model, clip, vae, ["<w1>"], ["a <w1>"], "fp32", False)
+    with torch.inference_mode():
+        sd2 = _tiny_sd2_model()
     with pytest.raises(errors.BaseModelMismatchError,
-                       match="This MODEL is SDXL: ED-LoRA training supports SD1.x models today; SDXL is not supp"):
-        host.pack("nodes.training.train_host").ComfyTrainHost(model, clip, vae, ["<w1>"], ["a <w1>"], "fp32", False)
+                       match="This MODEL is SD2.x: ED-LoRA training supports SD1.x .*; SD2.x is not supported yet"):
+        train_host(sd2, sd1_clip, vae, ["<w1>"], ["a <w1>"], "fp32", False)
+    with pytest.raises(errors.BaseModelMismatchError,
+                       match="This MODEL is SD2.x: gradient fusion supports SD1.x .*; SD2.x is not supported yet"):
+        fusion.fuse(sd2, sd1_clip, [item], config)

@@ -152,7 +152,8 @@ def test_trained_concept_loads_and_inference_contexts_match_training(host, bed, 
                 for up in trainable.text_up:
                     up.mul_(strength_clip)
             with train_host.attached(trainable), torch.no_grad():
-                trained, positions = train_host.contexts([text], trainable.embeddings)
+                (trained, pooled), positions = train_host.contexts([text], trainable.embeddings)
+        assert pooled is None  # SD1.x: no pooled text section
         assert trained.shape == packed.shape == (1, 77 * 16, 64)
         torch.testing.assert_close(trained, packed, atol=atol, rtol=0)
     assert positions.tolist() == [[4, 5]]  # BOS a photo of <toy1> <toy2>
