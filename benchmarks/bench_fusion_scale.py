@@ -1,13 +1,15 @@
 """Gradient fusion cost as concepts are added: time split and peak memory at 2, 4 and 8 concepts.
 
 Each count runs in its own process on the generated full-size SD1.5-shaped checkpoint (random weights) with
-official-layout random concepts, through the Gradient Fusion node's pipeline (closed form, default ridges).
+official-layout random concepts (``--model sdxl``: the full-size SDXL shape with SDXL concepts), through the
+Gradient Fusion node's pipeline (closed form, default ridges).
 Printed per count: seconds in feature extraction (encoding and sampling with each concept), statistics (folding
 features into Gram matrices), solve, and the LoRA write; the share of statistics + solve; the process's peak
 memory above what it held once the model was loaded (the memory fusion itself needs); and each stage's worst
-relative residual. ``--fp32`` accumulates the statistics in float32 instead of the node's float64, to compare.
+relative residual. ``--fp64`` accumulates the statistics in float64 instead of the node's float32, to compare.
 
     eval "$(bash scripts/host/provision.sh)"; $MOS_PYTHON benchmarks/bench_fusion_scale.py [--counts 2,4,8]
+    $MOS_PYTHON benchmarks/bench_fusion_scale.py --model sdxl [--counts 2,4,8]
 """
 from __future__ import annotations
 
@@ -22,32 +24,30 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "scripts"))
+import checkpoints  # noqa: E402
 
 
 def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(count: int, resolution: int, steps: int, fp64: bool) -> dict:
+def _child(count: int, resolution: int, steps: int, fp64: bool, family: str) -> dict:
     import torch
 
     import comfy_host
-    import test_assets
 
     host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-bench-scale-"))
     import nodes
 
-    ckpt = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
-    os.symlink(ckpt, os.path.join(host.models("checkpoints"), "sd15.safetensors"))
     glue, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
     kohya, config = host.pack("mixofshow_core.formats.kohya"), host.pack("mixofshow_core.config")
     with torch.inference_mode():
-        model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]
+        model, clip = checkpoints.load(host, family)[:2]
         nodes.CLIPTextEncode().encode(clip, "warm up")  # the text encoder loaded, as before any fusion
         items = []
         for i in range(count):
-            path = os.path.join(host.workdir, f"c{i}.pth")
-            test_assets.official_edlora_checkpoint(path, words=(f"<c{i}a>", f"<c{i}b>"), seed=200 + i)
+            name = f"c{i}.safetensors" if family == "sdxl" else f"c{i}.pth"
+            path = checkpoints.concept(host, family, name, (f"<c{i}a>", f"<c{i}b>"), seed=200 + i)
             items.append(glue.FusionItem(formats.load_concept(path)))
         loaded = _peak_mb()
         start = time.perf_counter()
@@ -55,7 +55,8 @@ def _child(count: int, resolution: int, steps: int, fp64: bool) -> dict:
         _, _, deltas, report = glue.fuse(model, clip, items, cfg)
         fused_s = time.perf_counter() - start
         start = time.perf_counter()
-        kohya.write_diff(deltas["text"], deltas["unet"], os.path.join(host.workdir, "fused.safetensors"))
+        kohya.write_diff(deltas["text"], deltas["unet"], os.path.join(host.workdir, "fused.safetensors"),
+                         "sdxl" if family == "sdxl" else "sd1")
         write_s = time.perf_counter() - start
     statistics, solve = sum(report.statistics_s.values()), sum(report.solve_s.values())
     return {"features": fused_s - statistics - solve, "statistics": statistics, "solve": solve, "write": write_s,
@@ -67,24 +68,25 @@ def main() -> None:
     parser.add_argument("--counts", default="2,4,8")
     parser.add_argument("--resolution", type=int, default=64, help="feature collection image size (node: 512)")
     parser.add_argument("--steps", type=int, default=2, help="feature collection steps (node: 20)")
-    parser.add_argument("--fp32", action="store_true", help="accumulate statistics in float32 (node default: fp64)")
+    parser.add_argument("--fp64", action="store_true", help="accumulate statistics in float64 (node default: fp32)")
+    parser.add_argument("--model", choices=checkpoints.FAMILIES, default="sd15")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(_child(args.child, args.resolution, args.steps, not args.fp32)))
+        print("RESULT " + json.dumps(_child(args.child, args.resolution, args.steps, args.fp64, args.model)))
         return
     rows = {}
     for count in (int(c) for c in args.counts.split(",")):
         cmd = [sys.executable, __file__, "--child", str(count), "--resolution", str(args.resolution),
-               "--steps", str(args.steps)] + (["--fp32"] if args.fp32 else [])
+               "--steps", str(args.steps), "--model", args.model] + (["--fp64"] if args.fp64 else [])
         out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
             print(f"{count} concepts: failed\n{out.stderr[-2000:]}")
             continue
         rows[count] = json.loads(line[len("RESULT "):])
-    print(f"\ngradient fusion, SD1.5 shape, closed form, features at {args.resolution}px x {args.steps} steps, "
-          f"statistics in {'fp32' if args.fp32 else 'fp64'}")
+    print(f"\ngradient fusion, {checkpoints.NAMES[args.model]}, closed form, features at {args.resolution}px x "
+          f"{args.steps} steps, statistics in {'fp64' if args.fp64 else 'fp32'}")
     print(f"{'concepts':>8} {'features s':>11} {'statistics s':>13} {'solve s':>8} {'write s':>8} "
           f"{'stats+solve':>12} {'peak extra MB':>14} {'model loaded MB':>16}")
     for count, r in rows.items():

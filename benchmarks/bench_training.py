@@ -9,7 +9,7 @@ and the table prints both plus their ratio. What each trains per step:
   the prompt encoded once beforehand (frozen conditioning). Absent on older hosts: then only ours runs.
 Peak memory: CUDA max allocated on a GPU, else the rise of the process's peak RSS during training.
 
-    python benchmarks/bench_training.py [--model testbed|sd15] [--resolution 64] [--steps 20]
+    python benchmarks/bench_training.py [--model testbed|sd15|testbed-sdxl|sdxl] [--resolution 64] [--steps 20]
 """
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(REPO, "scripts"), os.path.join(REPO, "tests")]
+sys.path[:0] = [HERE, os.path.join(REPO, "scripts"), os.path.join(REPO, "tests")]
+import checkpoints  # noqa: E402
 
 
 def _peak_mb() -> float:
@@ -35,19 +36,11 @@ def _peak_mb() -> float:
 def _load(host, kind: str):
     import torch
 
-    if kind == "testbed":
-        with torch.inference_mode():
-            return host.pack("testbed.model").build_testbed(0, std=None)
-    import nodes
-
-    import test_assets
-
-    path = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
-    link = os.path.join(host.models("checkpoints"), "sd15_random.safetensors")
-    if not os.path.exists(link):
-        os.symlink(path, link)
     with torch.inference_mode():
-        return nodes.CheckpointLoaderSimple().load_checkpoint("sd15_random.safetensors")[:3]
+        if kind.startswith("testbed"):
+            module = "testbed.model_sdxl" if kind == "testbed-sdxl" else "testbed.model"
+            return host.pack(module).build_testbed(0, std=None)
+        return checkpoints.load(host, kind)
 
 
 def _lora_algorithm() -> str:
@@ -101,7 +94,7 @@ def _child(args) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["testbed", "sd15"], default="testbed")
+    parser.add_argument("--model", choices=["testbed", "testbed-sdxl", *checkpoints.FAMILIES], default="testbed")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rank", type=int, default=4)

@@ -61,10 +61,19 @@ SD15 = ("- models/checkpoints/v1-5-pruned-emaonly.safetensors: Stable Diffusion 
         "checkpoint works too: pick it in Load Checkpoint.")
 OPENPOSE = ("- models/controlnet/control_v11p_sd15_openpose_fp16.safetensors: the SD1.5 openpose ControlNet, from "
             "the Hugging Face repo comfyanonymous/ControlNet-v1-1_fp16_safetensors.")
+SDXL = ("- models/checkpoints/Illustrious-XL-v0.1.safetensors: Illustrious XL, from the Hugging Face repo "
+        "OnomaAIResearch/Illustrious-xl-early-release-v0. Any SDXL-family checkpoint works (SDXL base, NoobAI, Pony, "
+        "their fine-tunes): pick it in Load Checkpoint.")
+OPENPOSE_XL = ("- models/controlnet/OpenPoseXL2.safetensors: an SDXL openpose ControlNet, from the Hugging Face repo "
+               "thibaud/controlnet-openpose-sdxl-1.0.")
+CHECKPOINT = {"sd1": "v1-5-pruned-emaonly.safetensors", "sdxl": "Illustrious-XL-v0.1.safetensors"}
 
 
-def concepts_line(names) -> str:
+def concepts_line(names, family: str = "sd1") -> str:
     files = ", ".join(f"{n}.safetensors" for n in names)
+    if family == "sdxl":
+        return (f"- models/edloras/{files}: ED-LoRA concept files made for this SDXL-family checkpoint, trained with "
+                "sdxl_train_one_concept.json. Pick yours in the loader and write its words in the prompts.")
     return (f"- models/edloras/{files}: ED-LoRA concept files, e.g. from the Mix-of-Show release "
             "(github.com/TencentARC/Mix-of-Show; its .pth files load as they are) or trained with "
             "train_one_concept.json. Pick yours in the loader and write its words in the prompts.")
@@ -178,55 +187,62 @@ def two_concepts():
         "the two concept files, then their words in the prompt."))
 
 
-def fuse_three():
-    nodes = [{"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120],
-              "widgets": ["v1-5-pruned-emaonly.safetensors"]}]
-    for i, name in enumerate(("potter", "hermione", "thanos")):
+def fuse_three(family: str = "sd1", names=("potter", "hermione", "thanos")):
+    nodes = [{"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120], "widgets": [CHECKPOINT[family]]}]
+    resolution = 1024 if family == "sdxl" else DEFAULT_FUSE.resolution
+    for i, name in enumerate(names):
         prev = (1, 0) if i == 0 else (2 + i - 1, 0)
         prev_clip = (1, 1) if i == 0 else (2 + i - 1, 1)
         nodes.append({"id": 2 + i, "type": "EDLoRALoader", "pos": [420, 40 + 170 * i], "size": [380, 130],
                       "widgets": [f"{name}.safetensors", 1.0, 1.0], "links": {"model": prev, "clip": prev_clip}})
     nodes.append({"id": 5, "type": "GradientFusion", "pos": [840, 120], "size": [340, 320],
-                  "widgets": ["closed_form", 20, 512, 0, "fixed", DEFAULT_FUSE.ridge, 500, 500, 50, True, "",
-                              DEFAULT_FUSE.anchor, DEFAULT_FUSE.spatial_ridge],
-                  "links": {"model": (4, 0), "clip": (4, 1)}})
-    nodes.append({"id": 6, "type": "EDLoRASaveBundle", "pos": [1220, 420], "widgets": ["fused_potter_hermione_thanos"],
+                  "widgets": ["closed_form", DEFAULT_FUSE.steps, resolution, 0, "fixed", DEFAULT_FUSE.ridge, 500, 500,
+                              50, DEFAULT_FUSE.accumulate_fp64, "", DEFAULT_FUSE.anchor, DEFAULT_FUSE.spatial_ridge],
+                  "links": {"model": (1 + len(names), 0), "clip": (1 + len(names), 1)}})
+    fused = "fused_" + "_".join(names)
+    nodes.append({"id": 6, "type": "EDLoRASaveBundle", "pos": [1220, 420], "widgets": [fused],
                   "links": {"clip": (5, 1)}})
-    nodes.append({"id": 7, "type": "CheckpointSave", "pos": [1220, 580],
-                  "widgets": ["checkpoints/fused_potter_hermione_thanos"],
+    nodes.append({"id": 7, "type": "CheckpointSave", "pos": [1220, 580], "widgets": [f"checkpoints/{fused}"],
                   "links": {"model": (5, 0), "clip": (5, 1), "vae": (1, 2)}})
-    nodes += sampling_tail((5, 0), (5, 1), "a <potter1> <potter2>, a <hermione1> <hermione2> and a <thanos1> "
-                           "<thanos2> standing in a castle hall", 768, 512, 8)
+    people = [f"a <{n}1> <{n}2>" for n in names]
+    size = (1216, 832) if family == "sdxl" else (768, 512)
+    nodes += sampling_tail((5, 0), (5, 1), ", ".join(people[:-1]) + f" and {people[-1]} standing in a castle hall",
+                           *size, 8)
     for n in nodes[-6:]:
         n["pos"] = [n["pos"][0] + 340, n["pos"][1]]
-    return build(nodes, "Gradient fusion: three concepts, save, sample", note(
-        "Gradient fusion: three concepts, save, sample",
-        "Gradient Fusion merges the concepts of the chained ED-LoRA Loaders into one model, so that all three can "
-        "appear in one picture. The fused words are saved as a bundle (ED-LoRA Save Bundle, models/edloras) and "
-        "the fused model as a checkpoint (output/checkpoints), then one image is sampled.",
-        [SD15, concepts_line(["potter", "hermione", "thanos"])],
-        "the three concept files, then their words in the prompt; the names the two save nodes write."))
+    count = {2: "two", 3: "three"}.get(len(names), str(len(names)))
+    title = f"Gradient fusion{' on SDXL' if family == 'sdxl' else ''}: {count} concepts, save, sample"
+    extra = (" On SDXL both text encoders are fused, and features are collected at 1024 px (the node's resolution)."
+             if family == "sdxl" else "")
+    return build(nodes, title, note(
+        title,
+        f"Gradient Fusion merges the concepts of the chained ED-LoRA Loaders into one model, so that all "
+        f"{count} can appear in one picture. The fused words are saved as a bundle (ED-LoRA Save Bundle, "
+        f"models/edloras) and the fused model as a checkpoint (output/checkpoints), then one image is sampled."
+        + extra,
+        [SDXL if family == "sdxl" else SD15, concepts_line(names, family)],
+        f"the {count} concept files, then their words in the prompt; the names the two save nodes write."))
 
 
-def regional_pose():
+def regional_pose(family: str = "sd1", names=("potter", "hermione")):
     """Two concepts in two boxes; Region Pose Skeleton draws the pose from the boxes (no pose file). The boxes
     leave the right third of the canvas free, so a drag there draws a third box instead of moving one."""
     boxes = {"version": 1, "regions": [
-        {"x": 0.06, "y": 0.05, "width": 0.3, "height": 0.9, "prompt": "a <potter1> <potter2>, standing",
+        {"x": 0.06, "y": 0.05, "width": 0.3, "height": 0.9, "prompt": f"a <{names[0]}1> <{names[0]}2>, standing",
          "negative": NEGATIVE, "weight": 1.0},
-        {"x": 0.38, "y": 0.05, "width": 0.3, "height": 0.9, "prompt": "a <hermione1> <hermione2>, standing",
+        {"x": 0.38, "y": 0.05, "width": 0.3, "height": 0.9, "prompt": f"a <{names[1]}1> <{names[1]}2>, standing",
          "negative": NEGATIVE, "weight": 1.0}]}
-    width, height = 768, 512
+    width, height = (1216, 832) if family == "sdxl" else (768, 512)
+    controlnet = "OpenPoseXL2.safetensors" if family == "sdxl" else "control_v11p_sd15_openpose_fp16.safetensors"
     nodes = [
-        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [20, 100], "widgets": ["v1-5-pruned-emaonly.safetensors"]},
+        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [20, 100], "widgets": [CHECKPOINT[family]]},
         {"id": 2, "type": "EDLoRALoader", "pos": [380, 20], "size": [360, 130],
-         "widgets": ["potter.safetensors", 0.7, 0.7], "links": {"model": (1, 0), "clip": (1, 1)}},
+         "widgets": [f"{names[0]}.safetensors", 0.7, 0.7], "links": {"model": (1, 0), "clip": (1, 1)}},
         {"id": 3, "type": "EDLoRALoader", "pos": [380, 180], "size": [360, 130],
-         "widgets": ["hermione.safetensors", 0.7, 0.7], "links": {"model": (2, 0), "clip": (2, 1)}},
+         "widgets": [f"{names[1]}.safetensors", 0.7, 0.7], "links": {"model": (2, 0), "clip": (2, 1)}},
         {"id": 4, "type": "RegionPoseSkeleton", "pos": [1220, 400], "size": [320, 110], "widgets": [width, height],
          "links": {"regions": (9, 0)}},
-        {"id": 5, "type": "ControlNetLoader", "pos": [20, 360],
-         "widgets": ["control_v11p_sd15_openpose_fp16.safetensors"]},
+        {"id": 5, "type": "ControlNetLoader", "pos": [20, 360], "widgets": [controlnet]},
         {"id": 6, "type": "EDLoRATextEncode", "pos": [780, 20], "size": [380, 140],
          "widgets": ["two people standing side by side in a library, best quality"], "links": {"clip": (3, 1)}},
         {"id": 7, "type": "EDLoRATextEncode", "pos": [780, 190], "size": [380, 140], "widgets": [NEGATIVE],
@@ -245,12 +261,16 @@ def regional_pose():
          "links": {"images": (12, 0)}},
         {"id": 14, "type": "PreviewImage", "pos": [1220, 550], "size": [320, 260], "links": {"images": (4, 0)}},
     ]
-    return build(nodes, "Regions: two concepts in two boxes with a pose ControlNet", note(
-        "Regions: two concepts in two boxes with an openpose ControlNet",
+    sdxl = family == "sdxl"
+    title = f"Regions{' on SDXL' if sdxl else ''}: two concepts in two boxes with a pose ControlNet"
+    return build(nodes, title, note(
+        f"Regions{' on SDXL' if sdxl else ''}: two concepts in two boxes with an openpose ControlNet",
         "Region Boxes gives each concept its own box and prompt; Region Pose Skeleton draws a standing OpenPose "
         "figure in every box (the pose shows in the preview after a run), which the openpose ControlNet follows; "
-        "Regional KSampler samples all boxes in one pass.",
-        [SD15, OPENPOSE, concepts_line(["potter", "hermione"])],
+        "Regional KSampler samples all boxes in one pass." + (
+            " On SDXL, at 1216 x 832 (one of its trained sizes): the concepts were trained, or fused, on this "
+            "SDXL-family checkpoint." if sdxl else ""),
+        [SDXL if sdxl else SD15, OPENPOSE_XL if sdxl else OPENPOSE, concepts_line(names, family)],
         "the two concept files, then the words in the box prompts (click a box in Region Boxes to edit its "
         "prompt). To add a person, drag on the free right part of the Region Boxes editor to draw a third box and "
         "give it a prompt: a third figure appears in the pose. Keep Empty Latent Image, Region Boxes "
@@ -264,40 +284,48 @@ def _train_widgets(name: str, words: str, init: str, options: dict, slot: int = 
     """EDLoRATrain widget values in input order (required, then optional): the paper's recipe with
     ``options`` (input names) overriding; ``validation`` = (prompts, every, steps, cfg)."""
     o = {"steps": 0, "batch_size": 2, "resolution": 512, "lr_embedding": 1e-3, "lr_text": 1e-5, "lr_unet": 1e-4,
-         "emb_norm_threshold": 0.55, "attn_reg_weight": 0.01, "crop": "paper", "templates": "human", **options}
+         "emb_norm_threshold": 0.55, "attn_reg_weight": 0.01, "crop": "paper", "templates": "human",
+         "gradient_checkpointing": False, **options}
     return [name, words, init, o["steps"], 500, o["batch_size"], o["resolution"], 0, "fixed", True,
             "edlora", slot, o["lr_embedding"], o["lr_text"], o["lr_unet"], 4, 1.0, 0.01, True, 0.01, True, False,
-            o["attn_reg_weight"], False, o["emb_norm_threshold"], o["crop"], o["templates"], True, "auto", False, 100,
+            o["attn_reg_weight"], False, o["emb_norm_threshold"], o["crop"], o["templates"], True, "auto",
+            o["gradient_checkpointing"], 100,
             *validation]
 
 
-def train_one():
+def train_one(family: str = "sd1"):
     """Train a concept (paper defaults), then sample it with the returned MODEL/CLIP. The photos come from the
     testbed world (Testbed Concept Dataset), so the workflow runs as opened; a user swaps in their own."""
-    train_widgets = _train_widgets("my_concept", "<mychar1> <mychar2>", "<rand-0.013> toy", {}, validation=(
+    sdxl = family == "sdxl"
+    options = {"resolution": 1024, "gradient_checkpointing": True} if sdxl else {}
+    train_widgets = _train_widgets("my_concept", "<mychar1> <mychar2>", "<rand-0.013> toy", options, validation=(
         "a photo of <mychar1> <mychar2>\n<mychar1> <mychar2> on the beach", 500, 30, 7.5))
     nodes = [
-        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120], "widgets": ["v1-5-pruned-emaonly.safetensors"]},
+        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [40, 120], "widgets": [CHECKPOINT[family]]},
         {"id": 2, "type": "TestbedConceptDataset", "pos": [40, 300], "size": [360, 130],
          "widgets": ["rubo", 6, 0]},
         {"id": 3, "type": "EDLoRATrain", "pos": [440, 60], "size": [400, 900], "widgets": train_widgets,
          "links": {"model": (1, 0), "clip": (1, 1), "vae": (1, 2), "dataset": (2, 0)}},
         {"id": 4, "type": "PreviewImage", "pos": [440, 1000], "size": [400, 300], "links": {"images": (3, 3)}},
     ]
-    nodes += sampling_tail((3, 0), (3, 1), "a <mychar1> <mychar2> in a garden, best quality", 512, 512, 5)
-    return build(nodes, "Train one ED-LoRA concept, then sample it", note(
-        "Train one ED-LoRA concept, then sample it",
+    size = 1024 if sdxl else 512
+    nodes += sampling_tail((3, 0), (3, 1), "a <mychar1> <mychar2> in a garden, best quality", size, size, 5)
+    title = f"Train one ED-LoRA concept{' on SDXL' if sdxl else ''}, then sample it"
+    return build(nodes, title, note(
+        title,
         "ED-LoRA Train with the paper's recipe (steps 0 = the photos x 500 repeats / batch size) writes "
         "models/edloras/my_concept.safetensors, a loss plot and validation images, and the trained concept is "
         "sampled right away. So that it runs as opened, the photos are samples: Testbed Concept Dataset gives 6 "
-        "photos of rubo (a red circle with yellow dots) from the pack's synthetic world, with captions and masks.",
-        [SD15],
+        "photos of rubo (a red circle with yellow dots) from the pack's synthetic world, with captions and masks."
+        + (" On SDXL both text encoders train, at 1024 px with gradient checkpointing (about 12-14 GB of GPU "
+           "memory, estimated)." if sdxl else ""),
+        [SDXL if sdxl else SD15],
         "your photos: replace Testbed Concept Dataset by ED-LoRA Dataset From Folder (a folder under "
         "ComfyUI/input, e.g. training/my_concept: name.png with an optional caption name.txt containing <TOK> and "
         "an optional mask masks/name.png) or by ED-LoRA Dataset (an IMAGE batch, e.g. from Load Image). Then in "
         "ED-LoRA Train: concept_name, words, and init's class word (man, woman, dog, ...), and the words in the "
-        "prompts. Training SD1.5 wants a GPU; on a CPU, try testbed/workflows/world_1_train_concepts.json "
-        "(drag it in)."))
+        f"prompts. Training {'SDXL' if sdxl else 'SD1.5'} wants a GPU; on a CPU, try "
+        "testbed/workflows/world_1_train_concepts.json (drag it in)."))
 
 
 def world_train():
@@ -343,7 +371,7 @@ def world_regions():
     nodes += [
         {"id": 5, "type": "GradientFusion", "pos": [420, 120], "size": [340, 320],
          "widgets": ["closed_form", fuse["steps"], fuse["resolution"], fuse["seed"], "fixed", fuse["ridge"], 500, 500,
-                     50, True, "", "base", fuse["ridge"]],  # the world recipe: one ridge for every stage
+                     50, DEFAULT_FUSE.accumulate_fp64, "", "base", fuse["ridge"]],  # world recipe: one ridge everywhere
          "links": {"model": (1, 0), "clip": (1, 1), "concepts": (4, 0)}},
         {"id": 6, "type": "EDLoRATextEncode", "pos": [800, 40], "size": [380, 120], "widgets": [scene],
          "links": {"clip": (5, 1)}},
@@ -380,7 +408,10 @@ if __name__ == "__main__":
     for folder, name, workflow in (
             (OUT, "edlora_single_concept", single_concept()), (OUT, "edlora_two_concepts", two_concepts()),
             (OUT, "fuse_three_concepts", fuse_three()), (OUT, "regional_two_concepts_pose", regional_pose()),
-            (OUT, "train_one_concept", train_one()), (TESTBED_OUT, "world_1_train_concepts", world_train()),
+            (OUT, "train_one_concept", train_one()), (OUT, "sdxl_train_one_concept", train_one("sdxl")),
+            (OUT, "sdxl_fuse_two_characters", fuse_three("sdxl", ("alice", "bob"))),
+            (OUT, "sdxl_regional_two_characters_pose", regional_pose("sdxl", ("alice", "bob"))),
+            (TESTBED_OUT, "world_1_train_concepts", world_train()),
             (TESTBED_OUT, "world_2_fuse_and_regions", world_regions())):
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, f"{name}.json"), "w") as f:

@@ -2,6 +2,8 @@
 
 * ``sd15_checkpoint``: a full-size SD1.5-shaped checkpoint (real key layout, UNet 860 M and CLIP-L
   123 M parameters, TAESD VAE) with seeded random fp16 weights, cached by version.
+* ``sdxl_checkpoint``: a full-size SDXL checkpoint (the single-file layout ComfyUI's Save Checkpoint writes: UNet
+  2.57 B, CLIP-L 123 M and OpenCLIP-G 695 M parameters, TAESD VAE) with seeded random fp16 weights (6.8 GB).
 * ``official_edlora_checkpoint``: a ``.pth`` laid out exactly as the original Mix-of-Show code saves
   one (spec §1.9, main or research branch), written from the spec's table, independently of the pack's
   own code.
@@ -135,6 +137,42 @@ def official_edlora_checkpoint(path: str, words=("<potter1>", "<potter2>"), seed
     return path
 
 
+SDXL_UNET = dict(
+    use_checkpoint=False, image_size=32, use_spatial_transformer=True, legacy=False, adm_in_channels=2816,
+    num_classes="sequential", in_channels=4, out_channels=4, model_channels=320, num_res_blocks=[2, 2, 2],
+    channel_mult=[1, 2, 4], transformer_depth=[0, 0, 2, 2, 10, 10], transformer_depth_output=[0, 0, 0, 2, 2, 2, 10,
+                                                                                              10, 10],
+    transformer_depth_middle=10, use_linear_in_transformer=True, context_dim=2048, num_head_channels=64,
+    use_temporal_resblock=False, use_temporal_attention=False,
+)
+
+
+def sdxl_checkpoint(cache_dir: str, seed: int = 0) -> str:
+    """Path of the full-size random SDXL checkpoint, generated once (needs ComfyUI imported). The text encoders are
+    written through the host's own SDXL saving conversion (OpenCLIP-G keys), as Save Checkpoint writes them."""
+    path = os.path.join(cache_dir, f"sdxl-random-v1-s{seed}.safetensors")
+    if os.path.exists(path):
+        return path
+    import comfy.sdxl_clip
+    import comfy.supported_models
+    import comfy.taesd.taesd
+
+    config = comfy.supported_models.SDXL(dict(SDXL_UNET))
+    unet = config.get_model({}, device="meta")
+    tensors = _random_like({k: v.shape for k, v in unet.diffusion_model.state_dict().items()}, seed,
+                           "model.diffusion_model.")
+    with torch.inference_mode():
+        clip = comfy.sdxl_clip.SDXLClipModel(device="meta")
+    shapes = {k: v.shape for k, v in clip.state_dict().items() if ".text_model." in k or "text_projection" in k}
+    tensors.update(config.process_clip_state_dict_for_saving(_random_like(shapes, seed + 1, "")))
+    taesd = comfy.taesd.taesd.TAESD()
+    tensors.update(_random_like({k: v.shape for k, v in taesd.state_dict().items()}, seed + 2, "first_stage_model."))
+    os.makedirs(cache_dir, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path + ".part")
+    os.replace(path + ".part", path)
+    return path
+
+
 def sd15_controlnet(cache_dir: str, seed: int = 0) -> str:
     """A full-size SD1.5 ControlNet checkpoint (random fp16 weights, the real key layout), generated once."""
     path = os.path.join(cache_dir, f"controlnet-sd15-random-v1-s{seed}.safetensors")
@@ -149,3 +187,96 @@ def sd15_controlnet(cache_dir: str, seed: int = 0) -> str:
     save_file(tensors, path + ".part")
     os.replace(path + ".part", path)
     return path
+
+
+def sdxl_controlnet(cache_dir: str, seed: int = 0) -> str:
+    """A full-size SDXL ControlNet checkpoint (random fp16 weights, the LDM key layout of e.g. OpenPoseXL2: 1.25 B
+    parameters), generated once."""
+    path = os.path.join(cache_dir, f"controlnet-sdxl-random-v1-s{seed}.safetensors")
+    if os.path.exists(path):
+        return path
+    import comfy.cldm.cldm
+
+    config = {k: v for k, v in SDXL_UNET.items() if k not in ("out_channels", "transformer_depth_output")}
+    control = comfy.cldm.cldm.ControlNet(hint_channels=3, num_heads=-1, device="meta", **config)
+    tensors = _random_like({k: v.shape for k, v in control.state_dict().items()}, seed, "control_model.")
+    os.makedirs(cache_dir, exist_ok=True)
+    save_file(tensors, path + ".part")
+    os.replace(path + ".part", path)
+    return path
+
+
+def sdxl_concept(path: str, words=("<alice1>", "<alice2>"), seed: int = 0) -> str:
+    """A random ED-LoRA concept for the full-size SDXL layout (11 rows of 768 + 1280, rank-4 LoRA on both text
+    encoders' and all 70 transformers' attention), written from the format-2 table in docs/design.md (not with
+    the pack's writer)."""
+    import json
+
+    g = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+    for i, _ in enumerate(words):
+        tensors[f"embedding.clip_l.{i}"] = torch.randn(11, 768, generator=g) * 0.02
+        tensors[f"embedding.clip_g.{i}"] = torch.randn(11, 1280, generator=g) * 0.02
+
+    def lora(key: str, fan_in: int, fan_out: int) -> None:
+        tensors[f"{key}.lora_down.weight"] = torch.randn(4, fan_in, generator=g) * fan_in ** -0.5
+        tensors[f"{key}.lora_up.weight"] = torch.randn(fan_out, 4, generator=g) * 0.01
+
+    for part, layers, width in (("text_encoder", 12, 768), ("text_encoder_2", 32, 1280)):
+        for i in range(layers):
+            for p in ("q", "k", "v", "out"):
+                lora(f"{part}.text_model.encoder.layers.{i}.self_attn.{p}_proj", width, width)
+    # SDXL's attention blocks (diffusers names) with their width and transformer depth
+    blocks = [("down_blocks.1.attentions.0", 640, 2), ("down_blocks.1.attentions.1", 640, 2),
+              ("down_blocks.2.attentions.0", 1280, 10), ("down_blocks.2.attentions.1", 1280, 10),
+              ("mid_block.attentions.0", 1280, 10)]
+    blocks += [(f"up_blocks.0.attentions.{j}", 1280, 10) for j in range(3)]
+    blocks += [(f"up_blocks.1.attentions.{j}", 640, 2) for j in range(3)]
+    for block, c, depth in blocks:
+        for k in range(depth):
+            for attn, context in (("attn1", c), ("attn2", 2048)):
+                prefix = f"unet.{block}.transformer_blocks.{k}.{attn}"
+                lora(f"{prefix}.to_q", c, c)
+                lora(f"{prefix}.to_k", context, c)
+                lora(f"{prefix}.to_v", context, c)
+                lora(f"{prefix}.to_out.0", c, c)
+    metadata = {"mixofshow.format": "edlora", "mixofshow.format_version": "2", "mixofshow.base_family": "sdxl",
+                "mixofshow.layer_count": "11", "mixofshow.text_width": "2048",
+                "mixofshow.words": json.dumps(list(words)),
+                "mixofshow.rank": "4", "mixofshow.alpha": "1.0", "mixofshow.name": " ".join(words),
+                "mixofshow.word_groups": json.dumps([list(words)]),
+                "mixofshow.text_encoders": json.dumps([["clip_l", 768], ["clip_g", 1280]]),
+                "mixofshow.layer_granularity": "attention_block"}
+    save_file(tensors, path + ".part", metadata)
+    os.replace(path + ".part", path)
+    return path
+
+
+# What a workflow's loaders read, for the stand-ins the as-opened test and the thumbnails place under their names.
+WORKFLOW_MODEL_FOLDERS = {"CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet",
+                          "EDLoRALoader": "edloras"}
+SDXL_CHECKPOINTS = {"Illustrious-XL-v0.1.safetensors"}  # the SDXL example workflows' checkpoint
+
+
+def workflow_is_sdxl(workflow: dict) -> bool:
+    return any(n["type"] == "CheckpointLoaderSimple" and n["widgets_values"][0] in SDXL_CHECKPOINTS
+               for n in workflow["nodes"])
+
+
+def place_stand_in(node_type: str, target: str, sdxl: bool, cache_dir: str) -> None:
+    """The generated stand-in for the model file a ``node_type`` loader names, at ``target`` (its name): the
+    full-size random SD1.5 or SDXL checkpoint or ControlNet (linked), or a concept with the words
+    ``<stem1> <stem2>`` the prompts use (written: SD1 in the original layout read back, SDXL in format 2)."""
+    stem = os.path.splitext(os.path.basename(target))[0]
+    if node_type == "CheckpointLoaderSimple":
+        os.symlink((sdxl_checkpoint if sdxl else sd15_checkpoint)(cache_dir), target)
+    elif node_type == "ControlNetLoader":
+        os.symlink((sdxl_controlnet if sdxl else sd15_controlnet)(cache_dir), target)
+    elif sdxl:
+        sdxl_concept(target, words=(f"<{stem}1>", f"<{stem}2>"), seed=len(stem))
+    else:
+        import mixofshow_core.formats as formats
+
+        official = official_edlora_checkpoint(target + ".pth", words=(f"<{stem}1>", f"<{stem}2>"), seed=len(stem))
+        formats.WRITERS["edlora"](formats.load_concept(official), target)
+        os.remove(official)

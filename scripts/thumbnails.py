@@ -15,7 +15,7 @@ not produce, and the card says which model files it ran on.
 
 Model files: ``--models DIR`` supplies real ones (DIR/<folder>/<name> or DIR/<name>, e.g.
 DIR/checkpoints/v1-5-pruned-emaonly.safetensors). Each file not found there is a generated stand-in, as in
-the test (random SD1.5-shaped checkpoint and ControlNet, random concepts with the prompts' words), so its
+the test (random SD1.5- or SDXL-shaped checkpoint and ControlNet, random concepts with the prompts' words), so its
 pictures are noise; the card says so. With any stand-in the prompt is cheapened as in the test (1 step,
 64 px, 2 training steps); ``--as-opened`` keeps the workflow's own settings.
 
@@ -25,7 +25,6 @@ pictures are noise; the card says so. With any stand-in the prompt is cheapened 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
@@ -50,7 +49,7 @@ import test_assets  # noqa: E402
 PACK = "ComfyUI-Mix-of-Show"  # the folder name a user's custom_nodes/ gives the pack
 WORKFLOWS = REPO / "example_workflows"
 CACHE = Path(os.environ.get("MOS_CACHE", REPO / ".cache"))
-FOLDERS = {"CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet", "EDLoRALoader": "edloras"}
+FOLDERS = test_assets.WORKFLOW_MODEL_FOLDERS
 CHEAPER = {  # class_type -> inputs set after conversion (CPU time only), as the as-opened test does
     "KSampler": {"steps": 1},
     "RegionalKSampler": {"steps": 1},
@@ -78,19 +77,6 @@ def _get_json(url: str):
     return json.loads(_get(url))
 
 
-@contextlib.contextmanager
-def fresh_server(base: Path):
-    """``main.py --cpu`` on the empty ComfyUI base directory ``base`` with this pack in base/custom_nodes."""
-    from integration.host_support import comfy_server
-
-    (base / "custom_nodes").mkdir(parents=True)
-    os.symlink(REPO, base / "custom_nodes" / PACK)
-    (base / "input").mkdir()
-    with comfy_server(["--base-directory", str(base), "--input-directory", str(base / "input")],
-                      base / "server.log") as url:
-        yield url
-
-
 def place_models(base: Path, workflow: dict, models_dir: Path | None) -> list[str]:
     """Put the model files ``workflow`` names into base/models: from ``models_dir`` or as stand-ins.
 
@@ -114,18 +100,7 @@ def place_models(base: Path, workflow: dict, models_dir: Path | None) -> list[st
             target.symlink_to(real[0].resolve())
             continue
         stand_ins.append(name)
-        if node["type"] == "CheckpointLoaderSimple":
-            target.symlink_to(test_assets.sd15_checkpoint(assets))
-        elif node["type"] == "ControlNetLoader":
-            target.symlink_to(test_assets.sd15_controlnet(assets))
-        else:  # a concept in the original layout with the words the prompts use, written in this pack's format
-            import mixofshow_core.formats as formats
-
-            stem = os.path.splitext(name)[0]
-            official = test_assets.official_edlora_checkpoint(str(base / f"{stem}.pth"),
-                                                              words=(f"<{stem}1>", f"<{stem}2>"), seed=len(stem))
-            formats.WRITERS["edlora"](formats.load_concept(official), target)
-            os.remove(official)
+        test_assets.place_stand_in(node["type"], str(target), test_assets.workflow_is_sdxl(workflow), assets)
     return stand_ins
 
 
@@ -356,6 +331,8 @@ def main(argv=None) -> int:
     parser.add_argument("--models", type=Path, help="folder with real model files (DIR/<folder>/<name> or DIR/<name>)")
     parser.add_argument("--as-opened", action="store_true", help="keep the workflows' own steps and sizes")
     parser.add_argument("--out", type=Path, default=WORKFLOWS, help="where the .jpg files go (default: beside them)")
+    parser.add_argument("--server-flags", default="", help="extra main.py flags, e.g. '--bf16-unet --fp16-text-enc' "
+                                                          "for the SDXL workflows on a 24 GB CPU machine")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the server on the way out
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
@@ -367,7 +344,9 @@ def main(argv=None) -> int:
         # are generated from the host's model classes
         comfy_host.boot(str(Path(tmp) / "host"))
         base = Path(tmp) / "comfyui"
-        with fresh_server(base) as url:
+        from integration.host_support import fresh_server
+
+        with fresh_server(base, args.server_flags.split()) as url:
             listed = _get_json(url + "/workflow_templates").get(PACK, [])
             object_info = _get_json(url + "/object_info")
             for name in names:

@@ -90,3 +90,16 @@ def build_clip(seed: int, std: float | None = 0.02):
 def build_testbed(seed: int = 0, std: float | None = 0.02):
     """(MODEL, CLIP, VAE) of the tiny random SDXL-architecture checkpoint."""
     return build_model(seed, std), build_clip(seed, std), build_vae(seed)
+
+
+def build_controlnet(seed: int):
+    """A ControlNet for the tiny SDXL UNet (same layout, size and pooled-text input), as stock
+    ControlNetApplyAdvanced expects."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+
+    config = {k: v for k, v in UNET_CONFIG.items() if k not in ("out_channels", "transformer_depth_output")}
+    control = comfy.cldm.cldm.ControlNet(hint_channels=3, num_heads=-1, num_head_channels=16,
+                                         dtype=torch.float32, **config)
+    return comfy.controlnet.ControlNet(seeded_init(control, seed, std=0.05),
+                                       load_device=comfy.model_management.get_torch_device())

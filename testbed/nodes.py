@@ -61,16 +61,19 @@ class TestbedControlNet:
                    "Apply ControlNet to try control and per-region control strength on the testbed.")
     CATEGORY = "Mix-of-Show/testbed"
     RETURN_TYPES = ("CONTROL_NET",)
-    OUTPUT_TOOLTIPS = ("A ControlNet for tiny-random-sd1 / world-tiny-sd1 (random weights).",)
+    OUTPUT_TOOLTIPS = ("A ControlNet for the testbed of its layout (random weights).",)
     FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
-                                              "tooltip": "Seed of the random weights."})}}
+                                              "tooltip": "Seed of the random weights."})},
+                "optional": {"layout": (["sd1", "sdxl"], {"default": "sd1", "tooltip":
+                                        "The testbed it fits: sd1 (tiny-random-sd1, world-tiny-sd1) or sdxl "
+                                        "(tiny-random-sdxl)."})}}
 
-    def load(self, seed):
-        return (testbed.build_controlnet(seed),)
+    def load(self, seed, layout="sd1"):
+        return (model_sdxl.build_controlnet(seed) if layout == "sdxl" else testbed.build_controlnet(seed),)
 
 
 class TestbedConceptDataset:

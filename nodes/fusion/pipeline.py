@@ -79,6 +79,12 @@ def _with_lora(model, clip, concept: Concept, unet_alpha: float, text_alpha: flo
     return comfy.sd.load_lora_for_models(model, clip, kohya.state_dict(concept), unet_alpha, text_alpha)
 
 
+def _change_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype a fused change is kept in: a 16-bit weight's own (the host adds it in float32 anyway; rounding the
+    change to 16 bits costs less than rounding the patched weight), else float32."""
+    return weight.dtype if weight.dtype in (torch.float16, torch.bfloat16) else torch.float32
+
+
 def _weights(root: torch.nn.Module, paths: dict[str, str]) -> Callable[[str], torch.Tensor]:
     """W0 [out, in] of a module as the (patched) host model holds it now: the L-BFGS reference mode's start."""
     return lambda m: root.get_submodule(paths[m]).weight.detach().float().cpu().flatten(1).clone()
@@ -149,6 +155,8 @@ class _Fusion:
         modules = sorted({m for i in self.items for m in i.concept.unet_lora})
         ldm = {m: self.layout.diffusers_to_ldm(m) for m in modules}
         weight_shapes = {m: unet.get_submodule(ldm[m]).weight.shape for m in modules}  # 1x1 convs: [out, in, 1, 1]
+        # fused changes are kept in a 16-bit model's own weight dtype (SDXL: 3.5 GB of dense changes in float32)
+        dtypes = {m: _change_dtype(unet.get_submodule(ldm[m]).weight) for m in modules}
         shapes = {m: tuple(s[:2]) for m, s in weight_shapes.items()}  # a 1x1 conv is fused as the linear map it is
         per_unet = [scaled(i.concept.unet_lora, i.unet_alpha * i.concept.alpha) for i in self.items]
         weight = None
@@ -175,6 +183,7 @@ class _Fusion:
 
         kv_delta = self.stage(Stage("cross-attention K/V", kv, _kv_group, self.cfg.ridge, self.cfg.kv_iters),
                               per_unet, kv_feed, weight)
+        kv_delta = {m: d.to(dtypes[m]) for m, d in kv_delta.items()}
         kv_model = patched(layerwise.with_layer_patch(self.model), kv_delta)
 
         # the other attention layers read what sampling each concept (its own spatial LoRA) streams past
@@ -193,7 +202,7 @@ class _Fusion:
 
         stage = Stage("UNet attention", spatial, _unet_group, self.cfg.spatial_ridge, self.cfg.spatial_iters,
                       ticks_per_concept=self.cfg.steps)
-        sp_delta = self.stage(stage, per_unet, spatial_feed, weight)
+        sp_delta = {m: d.to(dtypes[m]) for m, d in self.stage(stage, per_unet, spatial_feed, weight).items()}
         unet_delta = {m: d.reshape(weight_shapes[m]) for m, d in {**kv_delta, **sp_delta}.items()}
         return unet_delta, patched(kv_model, sp_delta)
 

@@ -138,6 +138,23 @@ def running_server(root, settings=None):
         yield url
 
 
+PACK_FOLDER = "ComfyUI-Mix-of-Show"  # the folder name a user's custom_nodes/ gives the pack
+
+
+@contextlib.contextmanager
+def fresh_server(base, flags=()):
+    """``main.py --cpu [flags]`` on the empty ComfyUI base directory ``base`` (a pathlib.Path) with this pack in
+    base/custom_nodes and an empty input folder; yields its URL."""
+    import comfy_host
+
+    (base / "custom_nodes").mkdir(parents=True)
+    os.symlink(comfy_host.REPO, base / "custom_nodes" / PACK_FOLDER)
+    (base / "input").mkdir()
+    with comfy_server(["--base-directory", str(base), "--input-directory", str(base / "input"), *flags],
+                      base / "server.log") as url:
+        yield url
+
+
 @contextlib.contextmanager
 def comfy_server(args, log_path):
     """``main.py --cpu <args>`` of COMFYUI_PATH on a free port, with the shims on its path; yields its URL."""

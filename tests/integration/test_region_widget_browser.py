@@ -33,17 +33,20 @@ from integration.host_support import running_server
 pytestmark = pytest.mark.skipif(not available(),
                                 reason="needs Debian chromium and chromium-driver (installed by .ci/run)")
 RENDERINGS = ["canvas", "vue_nodes"]
-EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "example_workflows" / "regional_two_concepts_pose.json"
-EDITOR_NODE = 9  # the RegionBoxes node of the example; the test links a Load Image (pose.png) to it
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "example_workflows"
+EDITOR_NODE = 9  # the RegionBoxes node of the examples; the test links a Load Image (pose.png) to it
 POSE_SIZE = (768, 512)
+# the regional examples with the size of their canvas: SD1.5's and SDXL's (a pose image of that size behind)
+REGIONAL_EXAMPLES = [("regional_two_concepts_pose.json", POSE_SIZE),
+                     ("sdxl_regional_two_characters_pose.json", (1216, 832))]
 GREEN = (40, 210, 60)
 
 
-def _green_png():
+def _green_png(size=POSE_SIZE):
     from PIL import Image
 
     out = io.BytesIO()
-    Image.new("RGB", POSE_SIZE, GREEN).save(out, "PNG")
+    Image.new("RGB", size, GREEN).save(out, "PNG")
     return out.getvalue()
 
 
@@ -51,7 +54,8 @@ def _green_png():
 def browser(tmp_path_factory):
     with chromedriver() as open_browser, \
             running_server(tmp_path_factory.mktemp("browser"), settings=QUIET_SETTINGS) as url:
-        upload_input(url, "pose.png", _green_png())  # the example's pose: a bright image, as a box may sit on
+        for name, size in REGIONAL_EXAMPLES:  # each example's pose: a bright image, as a box may sit on
+            upload_input(url, f"pose_{size[0]}x{size[1]}.png", _green_png(size))
         b = open_browser()
         b.url = url
         try:
@@ -256,13 +260,15 @@ def _assert_aspect(m, aspect):
     assert m["canvas"]["width"] >= 0.97 * (root["right"] - root["left"]), (m["canvas"], root)
 
 
+@pytest.mark.parametrize("example,size", REGIONAL_EXAMPLES, ids=["sd15", "sdxl"])
 @pytest.mark.parametrize("rendering", RENDERINGS)
-def test_the_example_workflow_opens_with_a_readable_editor_in_its_frame(browser, rendering):
+def test_the_example_workflow_opens_with_a_readable_editor_in_its_frame(browser, rendering, example, size):
     _open(browser, rendering)
     # the example with the user's pose image behind the boxes; the view the frontend picks: zoom untouched
-    load_workflow(browser, with_loaded_image(json.loads(EXAMPLE.read_text()), EDITOR_NODE, "pose.png"))
+    pose = f"pose_{size[0]}x{size[1]}.png"
+    load_workflow(browser, with_loaded_image(json.loads((EXAMPLES / example).read_text()), EDITOR_NODE, pose))
     m = _settled(browser, EDITOR_NODE)
-    _assert_aspect(m, POSE_SIZE[0] / POSE_SIZE[1])  # the linked 768x512 image
+    _assert_aspect(m, size[0] / size[1])  # the linked image: 768x512 on SD1.5, 1216x832 on SDXL
     _assert_in_frame(m)
 
     # Readable at this zoom: labels of at least one 11 px line on a dark backing with white text, over a
@@ -291,7 +297,7 @@ def test_the_example_workflow_opens_with_a_readable_editor_in_its_frame(browser,
                ".element.querySelector('input[type=checkbox]').click()", EDITOR_NODE)
     m = _settled(browser, EDITOR_NODE)
     assert m["json_shown"] == 1
-    _assert_aspect(m, POSE_SIZE[0] / POSE_SIZE[1])
+    _assert_aspect(m, size[0] / size[1])
     _assert_in_frame(m)
     browser.js("app.graph.getNodeById(arguments[0]).widgets.find((w) => w.name === 'region_editor')"
                ".element.querySelector('input[type=checkbox]').click()", EDITOR_NODE)
@@ -303,7 +309,7 @@ def test_the_example_workflow_opens_with_a_readable_editor_in_its_frame(browser,
         app.canvas.ds.offset = [80 - node.pos[0], 120 - node.pos[1]];
         app.canvas.setDirty(true, true);""", EDITOR_NODE)
     m = _settled(browser, EDITOR_NODE)
-    _assert_aspect(m, POSE_SIZE[0] / POSE_SIZE[1])
+    _assert_aspect(m, size[0] / size[1])
     _assert_in_frame(m)
     assert all(label["height"] >= 16 for label in m["labels"])
 

@@ -137,9 +137,11 @@ def test_one_box_over_the_whole_image_samples_like_the_stock_sampler_with_its_pr
     assert not torch.allclose(boxed, other, atol=1e-3)  # the global prompt alone would give another image
 
 
-def test_region_control_strength_replaces_the_global_strength_inside(host, cn, loaded):
-    model, clip = loaded
-    control = host.pack("testbed.model").build_controlnet(seed=7)
+@pytest.mark.parametrize("models,layout,size", [("loaded", "sd1", (64, 64)), ("loaded_sdxl", "sdxl", (304, 208))])
+def test_region_control_strength_replaces_the_global_strength_inside(host, cn, request, models, layout, size):
+    """With the stock Apply ControlNet, on SD1.x and on SDXL (its ControlNet reads the pooled-text ADM input too)."""
+    model, clip = request.getfixturevalue(models)
+    control = host.pack("testbed.nodes").TestbedControlNet().load(7, layout)[0]
     encode = host.pack("nodes.concepts.nodes").EDLoRATextEncode()
     positive, negative = encode.encode(clip, "animals")[0], encode.encode(clip, "")[0]
     hint = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1))
@@ -153,16 +155,21 @@ def test_region_control_strength_replaces_the_global_strength_inside(host, cn, l
     wrapped.pre_run(model.model, model.model.model_sampling.percent_to_sigma)
     import inspect
 
-    args = [x, sigma, {"c_crossattn": torch.cat([positive[0][0]] * 2)}, 2]
+    cond = {"c_crossattn": torch.cat([positive[0][0]] * 2)}
+    if layout == "sdxl":  # what the host passes an SDXL ControlNet: the model's ADM vector
+        cond["y"] = model.model.encode_adm(pooled_output=torch.cat([positive[0][1]["pooled_output"]] * 2), width=64,
+                                           height=64)
+    args = [x, sigma, cond, 2]
     if "transformer_options" in inspect.signature(wrapped.inner.get_control).parameters:  # newer hosts
         args.append({})
     out = wrapped.get_control(*args)
     residual = next(t for t in out["output"] if t is not None)  # (B, C, h, w)
     half = residual.shape[-1] // 2
     assert torch.count_nonzero(residual[..., :half]) == 0 and torch.count_nonzero(residual[..., half:]) > 0
-    latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
+    latent = cn.EmptyLatentImage().generate(*size, 1)[0]
     samples = cn.common_ksampler(model, 0, 2, 5.0, "euler", "normal", pos_r, neg_r, latent)[0]["samples"]
-    assert torch.isfinite(samples).all()
+    plain = cn.common_ksampler(model, 0, 2, 5.0, "euler", "normal", positive, negative, latent)[0]["samples"]
+    assert torch.isfinite(samples).all() and not torch.allclose(samples, plain, atol=1e-5)  # the control acts
 
 
 # As a detector gives them (pixels of a 96x64 image, most confident first): the dog on the right, the cat left.

@@ -5,7 +5,8 @@ empty input folder (``--input-directory``), the pack linked into its custom_node
 what a user places before opening a workflow: the model files its Note names, as stand-ins under the same
 names (the generated full-size random SD1.5-shaped checkpoint as the named checkpoint, the generated SD1.5
 ControlNet as the openpose ControlNet, ED-LoRA concept files in this pack's format with the words the
-prompts use; these cases are marked ``fullsize``). Nothing is ever copied into the input folder. The testbed's
+prompts use; for the SDXL workflows the generated full-size SDXL checkpoint, SDXL ControlNet and SDXL concepts;
+these cases are marked ``fullsize``). Nothing is ever copied into the input folder. The testbed's
 world workflows (``testbed/workflows``) use the pack's built-in world model and need nothing; world_1 runs before
 world_2, which loads the concepts world_1 wrote (the order their Notes give).
 
@@ -18,7 +19,6 @@ For CPU time only, the API prompt is then cheapened without adding or replacing 
 samplers (KSampler, RegionalKSampler) 1 step; Empty Latent Image 64x64, batch 1; Gradient Fusion 1 step at
 64 px; ED-LoRA Train 2 steps at 64 px, batch 1, validation images with 1 step.
 """
-import contextlib
 import glob
 import json
 import os
@@ -28,19 +28,21 @@ import urllib.request
 
 import numpy as np
 import pytest
-from integration.host_support import comfy_server
+from integration.host_support import PACK_FOLDER, fresh_server
 from PIL import Image
 
 import comfy_host
 import test_assets
 
-PACK = "ComfyUI-Mix-of-Show"  # the folder name a user's custom_nodes/ gives the pack
+PACK = PACK_FOLDER
 EXAMPLES = os.path.join(comfy_host.REPO, "example_workflows")
 TESTBED = os.path.join(comfy_host.REPO, "testbed", "workflows")
 WORKFLOWS = sorted(os.path.basename(p) for folder in (EXAMPLES, TESTBED) for p in glob.glob(os.path.join(folder,
                                                                                                        "*.json")))
-# The world workflows run on the built-in world model; the others on the full-size SD1.5 stand-in (slow).
-CASES = [pytest.param(name, marks=() if name.startswith("world_") else pytest.mark.fullsize) for name in WORKFLOWS]
+# The world workflows run on the built-in world model; the others on the full-size SD1.5 stand-in (slow); the
+# SDXL ones in test_sdxl_workflows_as_opened.py, on the full-size SDXL stand-in in a process of their own.
+CASES = [pytest.param(name, marks=() if name.startswith("world_") else pytest.mark.fullsize) for name in WORKFLOWS
+         if not name.startswith("sdxl_")]
 CACHE = os.environ.get("MOS_CACHE", os.path.join(comfy_host.REPO, ".cache"))
 CHEAPER = {  # class_type -> inputs set after conversion (CPU time only)
     "KSampler": {"steps": 1},
@@ -57,49 +59,30 @@ def _get(url):
         return json.loads(r.read())
 
 
-@contextlib.contextmanager
-def fresh_server(base):
-    """``main.py --cpu`` on the empty ComfyUI base directory ``base`` with this pack in base/custom_nodes."""
-    (base / "custom_nodes").mkdir(parents=True)
-    os.symlink(comfy_host.REPO, base / "custom_nodes" / PACK)
-    (base / "input").mkdir()
-    with comfy_server(["--base-directory", str(base), "--input-directory", str(base / "input")],
-                      base / "server.log") as url:
-        yield url
-
-
 def _place_models(base, workflow):
     """The model files ``workflow`` names, placed as a user would: stand-ins under the same names."""
-    import mixofshow_core.formats as formats
-
-    models, assets = base / "models", os.path.join(CACHE, "test-assets")
+    sdxl = test_assets.workflow_is_sdxl(workflow)
     for node in workflow["nodes"]:
-        kind, values = node["type"], node.get("widgets_values", [])
-        folder = {"CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet",
-                  "EDLoRALoader": "edloras"}.get(kind)
-        if folder is None or (models / folder / values[0]).exists():
+        folder = test_assets.WORKFLOW_MODEL_FOLDERS.get(node["type"])
+        if folder is None or (base / "models" / folder / node["widgets_values"][0]).exists():
             continue
-        (models / folder).mkdir(parents=True, exist_ok=True)
-        target = models / folder / values[0]
-        if kind == "CheckpointLoaderSimple":
-            target.symlink_to(test_assets.sd15_checkpoint(assets))
-        elif kind == "ControlNetLoader":
-            target.symlink_to(test_assets.sd15_controlnet(assets))
-        else:  # a concept in the original layout with the words the prompts use, written in this pack's format
-            stem = os.path.splitext(values[0])[0]
-            official = test_assets.official_edlora_checkpoint(str(base / f"{stem}.pth"),
-                                                              words=(f"<{stem}1>", f"<{stem}2>"), seed=len(stem))
-            formats.WRITERS["edlora"](formats.load_concept(official), target)
-            os.remove(official)
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        test_assets.place_stand_in(node["type"], str(base / "models" / folder / node["widgets_values"][0]), sdxl,
+                                   os.path.join(CACHE, "test-assets"))
+
+
+def fresh_base(tmp_path_factory):
+    """An empty ComfyUI base directory, or a skip on hosts without --base-directory."""
+    cli = open(os.path.join(comfy_host.comfy_path(), "comfy", "cli_args.py")).read()
+    if "--base-directory" not in cli:
+        pytest.skip("this ComfyUI has no --base-directory (fresh-install layout); the default host 0.3.75 has")
+    return tmp_path_factory.mktemp("fresh_comfyui")
 
 
 @pytest.fixture(scope="module")
 def server(host, tmp_path_factory):
     """(url, base): a fresh ComfyUI (empty models and input folders; each test places its workflow's models)."""
-    cli = open(os.path.join(comfy_host.comfy_path(), "comfy", "cli_args.py")).read()
-    if "--base-directory" not in cli:
-        pytest.skip("this ComfyUI has no --base-directory (fresh-install layout); the default host 0.3.75 has")
-    base = tmp_path_factory.mktemp("fresh_comfyui")
+    base = fresh_base(tmp_path_factory)
     with fresh_server(base) as url:
         yield url, base
 
@@ -129,6 +112,12 @@ def _finished(url, prompt_id, timeout_s=900):
 
 @pytest.mark.parametrize("name", CASES)
 def test_example_workflow_runs_as_opened(server, name, request):
+    run_as_opened(server, name, request)
+
+
+def run_as_opened(server, name, request):
+    """Open ``name`` from the template route (world workflows: from their file), place its models, queue it
+    cheapened, and check its images (and the pose drawn from the boxes)."""
     url, base = server
     placed = [f for _, _, files in os.walk(base / "input") for f in files]  # (newer hosts make an empty input/3d)
     assert not placed  # nothing was put in place for the workflow
