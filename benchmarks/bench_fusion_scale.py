@@ -9,7 +9,7 @@ memory above what it held once the model was loaded (the memory fusion itself ne
 relative residual. ``--fp64`` accumulates the statistics in float64 instead of the node's float32, to compare.
 
     eval "$(bash scripts/host/provision.sh)"; $MOS_PYTHON benchmarks/bench_fusion_scale.py [--counts 2,4,8]
-    $MOS_PYTHON benchmarks/bench_fusion_scale.py --model sdxl [--counts 2,4,8]
+    $MOS_PYTHON benchmarks/bench_fusion_scale.py --model sdxl --bf16-unet [--counts 2,4,8]
 """
 from __future__ import annotations
 
@@ -31,13 +31,16 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(count: int, resolution: int, steps: int, fp64: bool, family: str) -> dict:
+def _child(count: int, resolution: int, steps: int, fp64: bool, family: str, bf16: bool) -> dict:
     import torch
 
     import comfy_host
 
     host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-bench-scale-"))
+    import comfy.cli_args
     import nodes
+
+    comfy.cli_args.args.bf16_unet = bf16  # as main.py --bf16-unet: the UNet in bfloat16
 
     glue, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
     kohya, config = host.pack("mixofshow_core.formats.kohya"), host.pack("mixofshow_core.config")
@@ -70,15 +73,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="feature collection steps (node: 20)")
     parser.add_argument("--fp64", action="store_true", help="accumulate statistics in float64 (node default: fp32)")
     parser.add_argument("--model", choices=checkpoints.FAMILIES, default="sd15")
+    parser.add_argument("--bf16-unet", action="store_true", help="the UNet in bfloat16, as main.py --bf16-unet (on "
+                        "this 24 GB CPU machine the full-size SDXL fusion needs it)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(_child(args.child, args.resolution, args.steps, args.fp64, args.model)))
+        print("RESULT " + json.dumps(_child(args.child, args.resolution, args.steps, args.fp64, args.model,
+                                            args.bf16_unet)))
         return
     rows = {}
     for count in (int(c) for c in args.counts.split(",")):
         cmd = [sys.executable, __file__, "--child", str(count), "--resolution", str(args.resolution),
-               "--steps", str(args.steps), "--model", args.model] + (["--fp64"] if args.fp64 else [])
+               "--steps", str(args.steps), "--model", args.model] + (["--fp64"] if args.fp64 else []) + (
+                   ["--bf16-unet"] if args.bf16_unet else [])
         out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if line is None:
@@ -86,7 +93,8 @@ def main() -> None:
             continue
         rows[count] = json.loads(line[len("RESULT "):])
     print(f"\ngradient fusion, {checkpoints.NAMES[args.model]}, closed form, features at {args.resolution}px x "
-          f"{args.steps} steps, statistics in {'fp64' if args.fp64 else 'fp32'}")
+          f"{args.steps} steps, statistics in {'fp64' if args.fp64 else 'fp32'}"
+          + (", UNet in bf16" if args.bf16_unet else ""))
     print(f"{'concepts':>8} {'features s':>11} {'statistics s':>13} {'solve s':>8} {'write s':>8} "
           f"{'stats+solve':>12} {'peak extra MB':>14} {'model loaded MB':>16}")
     for count, r in rows.items():

@@ -1,6 +1,7 @@
 """The pack's main job, headless: run example workflows end to end and print where the images are.
 
     python scripts/demo.py [--checkpoint SD15.safetensors] [--concept FILE ...] [--workflow JSON] [--out DIR]
+    python scripts/demo.py --workflow example_workflows/sdxl_regional_two_characters_pose.json [--checkpoint SDXL]
 
 With neither --checkpoint nor --workflow (the default), the world demo runs on the built-in
 world-trained testbed: it trains three novel concepts from photos made in the graph (Testbed Concept
@@ -9,7 +10,8 @@ regions and with the global prompt only (world_2_fuse_and_regions.json), then sc
 world's recogniser and writes report.md next to the images.
 
 With --checkpoint or --workflow, that workflow runs; a missing checkpoint is replaced by the tiny
-random testbed at 64x64, and concept files not given with --concept are made up (random concepts with
+random testbed of its family (SD1 or SDXL) at 64x64, a missing ControlNet by the testbed's, and concept files
+not given with --concept are made up (random concepts with
 the words the prompts use: they prove the pipeline runs, not identity). Use scripts/demo.sh to
 provision the host first.
 """
@@ -47,16 +49,27 @@ def prepare(prompt: dict, host, checkpoint: str | None, concepts: list[str], ste
 
     notes = []
     loaders = [k for k, n in prompt.items() if n["class_type"] == "EDLoRALoader"]
-    texts = " ".join(n["inputs"].get("text", "") for n in prompt.values() if n["class_type"] == "EDLoRATextEncode")
+    texts = " ".join(v for n in prompt.values() for v in n["inputs"].values() if isinstance(v, str))  # box JSON too
+    import folder_paths
+
+    import test_assets
+
+    sdxl = any(n["class_type"] == "CheckpointLoaderSimple" and n["inputs"]["ckpt_name"] in test_assets.SDXL_CHECKPOINTS
+               for n in prompt.values())
     for node in prompt.values():
         if node["class_type"] == "CheckpointLoaderSimple":
             if checkpoint:
                 node["inputs"]["ckpt_name"] = _link(checkpoint, host.models("checkpoints"))
             else:
                 node["class_type"] = "TestbedCheckpointLoader"
-                node["inputs"] = {"variant": "tiny-random-sd1", "seed": 0}
+                node["inputs"] = {"variant": "tiny-random-sdxl" if sdxl else "tiny-random-sd1", "seed": 0}
                 size = size or 64
-                notes.append("checkpoint: built-in testbed model (tiny, random weights)")
+                notes.append(f"checkpoint: built-in {'SDXL ' if sdxl else ''}testbed model (tiny, random weights)")
+        if node["class_type"] == "ControlNetLoader" and (
+                not checkpoint or folder_paths.get_full_path("controlnet", node["inputs"]["control_net_name"]) is None):
+            node["class_type"] = "TestbedControlNet"
+            node["inputs"] = {"seed": 0, "layout": "sdxl" if sdxl else "sd1"}
+            notes.append("controlnet: the testbed's (random weights)")
         if node["class_type"] == "EmptyLatentImage" and size:
             node["inputs"].update(width=size, height=size)
         if node["class_type"] == "KSampler" and steps:
@@ -86,13 +99,14 @@ def _make_demo_concepts(prompt, loaders, host, torch):
     with torch.inference_mode():
         loader = prompt[first]
         if loader["class_type"] == "TestbedCheckpointLoader":
-            model, clip, _ = host.pack("testbed.model").build_testbed(loader["inputs"]["seed"])
+            bed = "testbed.model_sdxl" if loader["inputs"]["variant"] == "tiny-random-sdxl" else "testbed.model"
+            model, clip, _ = host.pack(bed).build_testbed(loader["inputs"]["seed"])
         else:
             model, clip = nodes.CheckpointLoaderSimple().load_checkpoint(loader["inputs"]["ckpt_name"])[:2]
         layout, layerwise = host.pack("nodes.model_layout"), host.pack("nodes.concepts.layerwise")
         targets = host.pack("nodes.training.targets")
         init, formats = host.pack("mixofshow_core.concept_init"), host.pack("mixofshow_core.formats")
-        layers = len(layout.cross_attention_sites(model))
+        layers = layout.layer_rows(model)
         table = layerwise.embedding_table(clip)
         for seed, key in enumerate(loaders):
             words = prompt[key].pop("_demo_words", None)
@@ -101,7 +115,9 @@ def _make_demo_concepts(prompt, loaders, host, torch):
             g = torch.Generator().manual_seed(seed)
             vectors = [table[int(torch.randint(0, 40000, (1,), generator=g))].float() for _ in words]
             concept = init.init_concept(words, vectors, layers, targets.text_targets(clip),
-                                        targets.unet_targets(model), seed=seed, up_std=0.01)
+                                        targets.unet_targets(model), seed=seed, up_std=0.01,
+                                        text_encoders=layout.clip_encoders(clip),
+                                        base_family=layout.concept_family(model))
             name = prompt[key]["inputs"]["concept_name"]
             formats.WRITERS["edlora"](concept, os.path.join(host.models("edloras"), name))
 
@@ -195,7 +211,8 @@ def world_demo(host, out: str, steps: int | None) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="an SD1.x checkpoint (.safetensors); default: the built-in testbed")
+    parser.add_argument("--checkpoint", help="an SD1.x or SDXL checkpoint (.safetensors) for the workflow; default: "
+                        "the built-in testbed of the workflow's family")
     parser.add_argument("--concept", action="append", default=[], help="concept file for each EDLoRALoader, in order")
     parser.add_argument("--workflow", help="UI-format workflow JSON (default: the world demo, or "
                         "edlora_single_concept.json with --checkpoint)")

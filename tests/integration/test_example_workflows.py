@@ -19,8 +19,9 @@ import test_assets
 
 WORKFLOWS = sorted(glob.glob(os.path.join(comfy_host.REPO, "example_workflows", "*.json"))
                    + glob.glob(os.path.join(comfy_host.REPO, "testbed", "workflows", "*.json")))
-# The world demo's workflows run on the built-in world model (test_demo_* below), the rest on SD1.5.
-SD15_WORKFLOWS = [p for p in WORKFLOWS if not os.path.basename(p).startswith("world_")]
+# The world demo's workflows run on the built-in world model (test_demo_* below), the SDXL ones on the full-size
+# SDXL stand-in (test_sdxl_workflows_as_opened.py) and on the tiny SDXL testbed (the demo below), the rest on SD1.5.
+SD15_WORKFLOWS = [p for p in WORKFLOWS if not os.path.basename(p).startswith(("world_", "sdxl_"))]
 
 
 def _load(path):
@@ -128,6 +129,14 @@ def test_demo_command_runs_a_workflow_on_the_random_testbed(tmp_path):
     stdout, _ = _demo(tmp_path, "--workflow", os.path.join(comfy_host.REPO, "example_workflows",
                                                             "edlora_single_concept.json"))
     assert "random weights" in stdout
+
+
+def test_demo_command_runs_the_sdxl_regional_workflow_on_the_sdxl_testbed(tmp_path):
+    stdout, images = _demo(tmp_path, "--workflow", os.path.join(comfy_host.REPO, "example_workflows",
+                                                                 "sdxl_regional_two_characters_pose.json"))
+    assert "checkpoint: built-in SDXL testbed model" in stdout and "controlnet: the testbed's" in stdout
+    assert "concept alice: random demo concept with words <alice1> <alice2>" in stdout  # words from the boxes
+    assert Image.open(images[-1]).size == (64, 64)
 
 
 def test_default_demo_trains_fuses_places_and_scores(host, tmp_path, trains):
