@@ -9,10 +9,14 @@ a pytest process of its own (marker ``sdxl_fullsize``), so that nothing else the
 """
 import glob
 import os
+import subprocess
+import sys
 
 import pytest
 from integration.host_support import fresh_server
-from integration.test_workflows_as_opened import EXAMPLES, fresh_base, run_as_opened
+from integration.test_workflows_as_opened import CACHE, EXAMPLES, fresh_base, run_as_opened
+
+import comfy_host
 
 pytestmark = pytest.mark.sdxl_fullsize
 SDXL_WORKFLOWS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(EXAMPLES, "sdxl_*.json")))
@@ -21,6 +25,11 @@ FLAGS = ("--bf16-unet", "--fp16-text-enc")
 
 @pytest.fixture(scope="module")
 def server(host, tmp_path_factory):
+    # the stand-ins first, in a process of their own: generating the checkpoint peaks at 8 GB, which this process
+    # would keep while the server needs the memory
+    script = os.path.join(comfy_host.REPO, "scripts", "test_assets.py")
+    subprocess.run([sys.executable, script, "sdxl_checkpoint", "sdxl_controlnet", "--cache",
+                    os.path.join(CACHE, "test-assets")], check=True, env=os.environ.copy())
     base = fresh_base(tmp_path_factory)
     with fresh_server(base, FLAGS) as url:
         yield url, base
