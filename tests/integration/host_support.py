@@ -54,6 +54,18 @@ def record_contexts(model):
     return patched, recorder
 
 
+def check_fused_lora_export(cn, base, fused, exported, text, steps):
+    """The fused (MODEL, CLIP) and the base with its exported fused LoRA encode ``text`` and sample alike; both
+    differ from the base model."""
+    fused_cond = cn.CLIPTextEncode().encode(fused[1], text)[0]
+    lora_cond = cn.CLIPTextEncode().encode(exported[1], text)[0]
+    assert torch.allclose(fused_cond[0][0], lora_cond[0][0], atol=1e-3)
+    latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
+    a, b, plain = (cn.common_ksampler(m, 0, steps, 5.0, "euler", "normal", fused_cond, fused_cond, latent)[0]["samples"]
+                   for m in (fused[0], exported[0], base))
+    assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, plain, atol=1e-4)
+
+
 def same_context(seen, expected, atol=1e-5):
     """``seen`` [N, D] equals ``expected`` [T, D], allowing the host's whole-sequence repetition."""
     if seen.shape[0] % expected.shape[0]:

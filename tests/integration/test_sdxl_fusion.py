@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from integration.host_support import random_concept, write_concept
+from integration.host_support import check_fused_lora_export, random_concept, write_concept
 
 WORDS = ("fox", "elk")
 
@@ -80,15 +80,7 @@ def test_gradient_fusion_node_on_sdxl_saves_a_bundle_and_a_kohya_sdxl_lora(host,
         keys = set(f.keys())
     assert "lora_te2_text_model_encoder_layers_0_self_attn_q_proj.diff" in keys
     assert "lora_unet_output_blocks_0_1_transformer_blocks_9_attn2_to_k.diff" in keys
-    text = "a fox and an elk"
-    fused_cond, lora_cond = cn.CLIPTextEncode().encode(fused_clip, text)[0], cn.CLIPTextEncode().encode(lora_clip,
-                                                                                                          text)[0]
-    assert torch.allclose(fused_cond[0][0], lora_cond[0][0], atol=1e-3)
-    latent = cn.EmptyLatentImage().generate(64, 64, 1)[0]
-    a = cn.common_ksampler(fused_model, 0, 1, 5.0, "euler", "normal", fused_cond, fused_cond, latent)[0]["samples"]
-    b = cn.common_ksampler(lora_model, 0, 1, 5.0, "euler", "normal", fused_cond, fused_cond, latent)[0]["samples"]
-    base = cn.common_ksampler(model, 0, 1, 5.0, "euler", "normal", fused_cond, fused_cond, latent)[0]["samples"]
-    assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, base, atol=1e-4)
+    check_fused_lora_export(cn, model, (fused_model, fused_clip), (lora_model, lora_clip), "a fox and an elk", 1)
     # the words travel as an SDXL bundle (format 2, both encoders) onto the model with the fused LoRA
     path = fusion_nodes.EDLoRASaveBundle().save(fused_clip, "xl_bundle")["result"][0]
     bundle = host.pack("mixofshow_core.formats").load_concept(path)
