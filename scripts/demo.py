@@ -252,8 +252,8 @@ def _main(args, host) -> int:
     if not result.success:
         print(f"[demo] workflow failed: {result.error}", file=sys.stderr)
         return 1
-    images = [os.path.join(host.output(), i.get("subfolder", ""), i["filename"])
-              for out in result.outputs.values() for i in out.get("images", [])]
+    images = [os.path.join(host.output(), i.get("subfolder", ""), i["filename"])  # saved, not previews (temp)
+              for out in result.outputs.values() for i in out.get("images", []) if i.get("type") == "output"]
     print(f"[demo] {os.path.basename(args.workflow)} ran in {time.time() - start:.1f} s")
     for image in images:
         print(f"[demo] image: {image}")
