@@ -4,7 +4,7 @@
 
 The server runs the UNet in bfloat16 (``--bf16-unet``) and the text encoders in float16 (``--fp16-text-enc``), as
 a user with little memory would: in float32 the full-size SDXL takes 14 GB here before fusion's patches, and its
-fusion peaked above this machine's 24 GB (measured: 18.8 GB in bfloat16). scripts/run_tests.sh runs this module in
+fusion went past this machine's 24 GB (measured: 19.2 GB in bfloat16). scripts/run_tests.sh runs this module in
 a pytest process of its own (marker ``sdxl_fullsize``), so that nothing else the suite loaded shares the memory.
 """
 import glob
