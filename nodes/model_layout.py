@@ -25,13 +25,12 @@ def model_family(model: Any) -> str:
     return type(config).__name__ if config is not None else type(model.model).__name__
 
 
-def require_family(model: Any, supported: tuple[str, ...] = CONCEPT_FAMILIES, stage: str = "the pack") -> str:
-    """The MODEL's family; a clear error naming it when ``stage`` does not support it."""
+def require_family(model: Any, stage: str = "the pack") -> str:
+    """The MODEL's family; a clear error naming it, and ``stage``, when it is not one the pack supports."""
     family = model_family(model)
-    if family not in supported:
-        names = SUPPORTED if supported == CONCEPT_FAMILIES else " and ".join(supported)
+    if family not in CONCEPT_FAMILIES:
         raise BaseModelMismatchError(
-            f"This MODEL is {family}: {stage} supports {names} models today; {family} is not supported yet.")
+            f"This MODEL is {family}: {stage} supports {SUPPORTED} models today; {family} is not supported yet.")
     return family
 
 
@@ -100,11 +99,6 @@ def clip_module(module: str) -> str:
     """The host path of a text_lora module inside ``clip.cond_stage_model`` (SDXL's second encoder: clip_g)."""
     index, inner = split_text_module(module)
     return f"{('clip_l', 'clip_g')[index]}.transformer.{inner}"
-
-
-def clip_text_width(clip: Any) -> int:
-    """Width of the context a CLIP produces (its encoders' widths added up: 768 SD1.x, 2048 SDXL)."""
-    return sum(w for _, w in clip_encoders(clip))
 
 
 def model_and_clip(model: Any, clip: Any, stage: str = "the pack") -> tuple[str, int, list[tuple[str, int]]]:
