@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import ConceptFileError, ConceptWordError
-from .lora import LoRAPair
+from .lora import LayerDelta
 
 WORD_PATTERN = re.compile(r"^\S+$")
 FAMILY_BY_TEXT_WIDTH = {768: "sd1", 1024: "sd2", 2048: "sdxl"}
@@ -52,6 +52,10 @@ class Concept:
         base_family: "sd1", "sd2", "sdxl"; when not given, "sdxl" for CLIP-L + CLIP-G encoders, else derived
             from the text width.
         word_groups: which words form one concept (a fused bundle holds several); default [words].
+        triggers: for a standard (kohya, diffusers, LyCORIS) LoRA made into a concept, its trigger phrases, e.g.
+            ["hatsune miku"]: plain prompt text the LoRA was trained on. Such a concept has no ``words`` and no
+            embeddings, names its ``text_encoders``, and may key UNet modules by LDM name
+            (``input_blocks.4.1.transformer_blocks.0.attn1.to_q``, ``input_blocks.1.0.in_layers.2``).
         orthogonal: for Orthogonal Adaptation concepts, {"basis", "slot", "scale", "rank"}; else {}.
         text_encoders: [(name, width)] of the text encoders whose token embeddings make up a row, in row
             order, e.g. [("clip_l", 768), ("clip_g", 1280)]; widths sum to D. Default: SDXL's two for D = 2048,
@@ -60,18 +64,27 @@ class Concept:
 
     words: list[str]
     embeddings: dict[str, torch.Tensor]
-    text_lora: dict[str, LoRAPair] = field(default_factory=dict)
-    unet_lora: dict[str, LoRAPair] = field(default_factory=dict)
+    text_lora: dict[str, LayerDelta] = field(default_factory=dict)
+    unet_lora: dict[str, LayerDelta] = field(default_factory=dict)
     alpha: float = 1.0
     name: str = ""
     base_family: str = ""
     word_groups: list[list[str]] = field(default_factory=list)
     orthogonal: dict = field(default_factory=dict)
     text_encoders: list[tuple[str, int]] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not self.words:
-            raise ConceptWordError("A concept needs at least one word (e.g. '<potter1>'); found none.")
+        if not self.words and not self.triggers:
+            raise ConceptWordError("A concept needs at least one word (e.g. '<potter1>') or, for a standard LoRA, a "
+                                   "trigger phrase; found none.")
+        self.triggers = [" ".join(t.split()) for t in self.triggers]
+        if any(not t for t in self.triggers) or (self.triggers and self.words):
+            raise ConceptWordError(f"Trigger phrases {self.triggers} must be non-empty text, on a concept without "
+                                   f"layer-wise words (found words {self.words}).")
+        if self.triggers and not self.text_encoders:
+            raise ConceptFileError("A concept made from a standard LoRA has no embeddings to tell its text width: "
+                                   "give its text_encoders.")
         for word in self.words:
             if not WORD_PATTERN.match(word):
                 raise ConceptWordError(
@@ -87,15 +100,15 @@ class Concept:
                 f"Embeddings do not match the word list {self.words}: missing {missing}, unexpected {extra}."
             )
         shapes = {tuple(t.shape) for t in self.embeddings.values()}
-        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+        if self.words and (len(shapes) != 1 or len(next(iter(shapes))) != 2):
             raise ConceptFileError(
                 f"Every word embedding must be [layers, text_width] with one shared shape; found {sorted(shapes)}."
             )
         for name, pair in {**self.text_lora, **self.unet_lora}.items():
             pair.check(name)
         if not self.name:
-            self.name = " ".join(self.words)
-        if not self.word_groups:
+            self.name = " ".join(self.words) or ", ".join(self.triggers)
+        if not self.word_groups and self.words:
             self.word_groups = [list(self.words)]
         grouped = [w for g in self.word_groups for w in g]
         if sorted(grouped) != sorted(self.words):
@@ -120,17 +133,24 @@ class Concept:
 
     @property
     def layer_count(self) -> int:
-        """L, the number of cross-attention layers the embeddings were trained for."""
-        return int(next(iter(self.embeddings.values())).shape[0])
+        """L, the number of cross-attention layers the embeddings were trained for (0 without embeddings)."""
+        return int(next(iter(self.embeddings.values())).shape[0]) if self.embeddings else 0
 
     @property
     def text_width(self) -> int:
         """D, the text-encoder hidden size."""
+        if not self.embeddings:
+            return sum(w for _, w in self.text_encoders)
         return int(next(iter(self.embeddings.values())).shape[1])
 
     @property
+    def prompt_text(self) -> str:
+        """How prompts name the concept: its words ("<potter1> <potter2>") or its trigger phrases."""
+        return " ".join(self.words) if self.words else ", ".join(self.triggers)
+
+    @property
     def rank(self) -> int:
-        """Largest LoRA rank in the concept (0 for an embedding-only concept)."""
+        """Largest LoRA rank in the concept (0 for an embedding-only concept; full changes count 0)."""
         ranks = [p.rank for p in {**self.text_lora, **self.unet_lora}.values()]
         return max(ranks, default=0)
 

@@ -19,6 +19,7 @@ from .concept import Concept
 from .config import FP32_MIN_RIDGE, FusionConfig
 from .errors import ConceptWordError
 from .fusion import Delta, GramStats, ScaledLoRA, average_deltas, delta_growth, lbfgs_fuse
+from .lora import LayerDelta, LoRAPair
 
 logger = logging.getLogger(__name__)
 GROWTH_WARNING = 2.0  # delta_growth above this: the fused change extrapolates beyond the concepts' own
@@ -88,19 +89,28 @@ class FusionReport:
 
 
 def check_unique_words(items: list[FusionItem]) -> None:
-    owner: dict[str, str] = {}
+    """Refuse two concepts that share a word or a trigger phrase: one prompt cannot mean both after fusion."""
+    owner: dict[str, FusionItem] = {}
     for item in items:
-        for word in item.concept.words:
+        for word in item.concept.words + [t.lower() for t in item.concept.triggers]:
             if word in owner:
-                raise ConceptWordError(
-                    f"Concepts '{owner[word]}' and '{item.concept.name}' both use the word {word}; fused words "
-                    "must be unique. Give one of them new words with 'ED-LoRA Export' (words input) first."
-                )
-            owner[word] = item.concept.name
+                what = f"the word {word}" if word in item.concept.words else f"the trigger {word!r}"
+                raise ConceptWordError(f"Concepts '{owner[word].concept.name}' and '{item.concept.name}' both use "
+                                       f"{what}; fused concepts need their own words. {_rename_hint(owner[word])}")
+            owner[word] = item
 
 
-def scaled(loras: dict, alpha: float) -> dict[str, ScaledLoRA]:
-    return {m: ScaledLoRA(p, alpha) for m, p in loras.items()}
+def _rename_hint(item: FusionItem) -> str:
+    if item.concept.words:
+        return "Give the ED-LoRA concept new words with 'ED-LoRA Export' (words input) first."
+    return ("A standard LoRA only knows the trigger it was trained on: set another trigger in its 'LoRA as Concept' "
+            "node only if the LoRA also learned that one; otherwise fuse one of the two with an ED-LoRA of its own "
+            "words.")
+
+
+def scaled(loras: dict[str, LayerDelta], alpha: float) -> dict[str, Delta]:
+    """Each layer's delta at ``alpha``: factored for a LoRA pair, a dense [out, in] matrix for a full change."""
+    return {m: ScaledLoRA(p, alpha) if isinstance(p, LoRAPair) else p.delta(alpha) for m, p in loras.items()}
 
 
 class _Accumulator:

@@ -73,3 +73,41 @@ class LoRAPair:
         """Return ``alpha * up @ down`` in fp32 (fp64 if the factors are), shape (out_features, in_features)."""
         dtype = torch.promote_types(self.up.dtype, torch.float32)
         return alpha * (self.up.to(dtype) @ self.down.to(dtype))  # (out, in)
+
+
+@dataclass(frozen=True)
+class DenseDelta:
+    """One layer's full weight change in the weight's own shape (``[out, in]``, ``[out, in, kh, kw]``): what a
+    standard LoRA's adapter adds when it is not a plain low-rank pair (LoHa, LoKr, DoRA, a Tucker-factored or
+    3x3 convolution), computed by the host's own adapter at the concept's strength."""
+
+    change: torch.Tensor
+
+    @property
+    def rank(self) -> int:
+        return 0  # not factored
+
+    @property
+    def in_features(self) -> int:
+        return int(self.change[0].numel())
+
+    @property
+    def out_features(self) -> int:
+        return int(self.change.shape[0])
+
+    @property
+    def linear(self) -> bool:
+        """True when the change acts on channels alone (a linear layer or a 1x1 convolution)."""
+        return self.change.dim() == 2 or (self.change.dim() == 4 and tuple(self.change.shape[2:]) == (1, 1))
+
+    def check(self, name: str) -> None:
+        if self.change.dim() not in (2, 3, 4, 5):
+            raise ValueError(f"Weight change '{name}': expected [out, in] or a convolution's [out, in, *kernel], "
+                             f"found {list(self.change.shape)}.")
+
+    def delta(self, alpha: float) -> torch.Tensor:
+        """``alpha * change`` as a matrix [out, in·kernel] in fp32."""
+        return alpha * self.change.float().flatten(1)  # (out, in*k)
+
+
+LayerDelta = LoRAPair | DenseDelta

@@ -22,6 +22,7 @@ _DIFFUSERS_ATTENTION = re.compile(
     r"^(?:(?P<section>down_blocks|up_blocks)\.(?P<level>\d+)\.attentions\.(?P<j>\d+)"
     r"|mid_block\.attentions\.0)\.(?P<rest>.+)$"
 )
+_LDM_ROOTS = ("input_blocks.", "middle_block.", "output_blocks.", "time_embed.", "label_emb.", "out.")
 _SECTION_ORDER = {"input_blocks": 0, "middle_block": 1, "output_blocks": 2}
 _BLOCK_NAME = {"input_blocks": "input", "middle_block": "middle", "output_blocks": "output"}
 
@@ -119,6 +120,11 @@ class UNetLayout:
             )
         return sites
 
+    def ldm_name(self, module: str) -> str:
+        """The LDM name of a UNet module named either way (standard-LoRA concepts keep LDM names, ED-LoRA
+        concepts diffusers names)."""
+        return module if is_ldm_name(module) else self.diffusers_to_ldm(module)
+
     def diffusers_to_ldm(self, module: str) -> str:
         """Map a diffusers UNet module inside an attention block to its LDM/ComfyUI name.
 
@@ -145,6 +151,11 @@ class UNetLayout:
         if container is None:
             raise KeyMappingError(f"{module!r} names an attention block this UNet does not have")
         return f"{container}.{m['rest']}"
+
+
+def is_ldm_name(module: str) -> bool:
+    """True for an LDM/ComfyUI UNet module name (``input_blocks.1.1.proj_in``), False for a diffusers one."""
+    return module.startswith(_LDM_ROOTS)
 
 
 def row_count(sites: list[CrossAttnSite]) -> int:

@@ -115,8 +115,9 @@ def model_and_clip(model: Any, clip: Any, stage: str = "the pack") -> tuple[str,
 
 def check_concept_fits(concept: Concept, layers: int, encoders: list[tuple[str, int]], family: str,
                        source: str) -> None:
-    """Raise BaseModelMismatchError unless the concept's rows [L, D] and text encoders fit this model."""
-    if [w for _, w in concept.text_encoders] != [w for _, w in encoders] or concept.layer_count not in (layers, 1):
+    """Raise BaseModelMismatchError unless the concept's rows [L, D] (none: a standard LoRA) and text encoders fit
+    this model."""
+    if [w for _, w in concept.text_encoders] != [w for _, w in encoders] or concept.layer_count not in (layers, 1, 0):
         made_for = FAMILY_NAMES.get(concept.base_family, concept.base_family)
         theirs, ours = (" + ".join(f"{n} {w}" for n, w in e) for e in (concept.text_encoders, encoders))
         raise BaseModelMismatchError(

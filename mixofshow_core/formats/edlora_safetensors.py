@@ -42,6 +42,11 @@ _CHOOSE = "Choose the concept file (.safetensors or .pth) that ED-LoRA training 
 
 def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
     """Save ``concept`` atomically; reading it back gives identical tensors and fields."""
+    if concept.triggers:
+        raise ConceptFileError(
+            f"'{concept.name}' is a standard LoRA used as a concept (trigger {concept.triggers}); it stays in its own "
+            "LoRA file and is not saved as an ED-LoRA concept. Save a fusion result with the LoRA export of Gradient "
+            "Fusion (lora_filename) instead.")
     tensors: dict[str, torch.Tensor] = {}
     several = len(concept.text_encoders) > 1
     for i, word in enumerate(concept.words):

@@ -19,7 +19,8 @@ import torch
 
 from ..concept import Concept, split_text_module
 from ..files import save_safetensors_atomic
-from ..unet_layout import sdxl_layout
+from ..lora import DenseDelta
+from ..unet_layout import is_ldm_name, sdxl_layout
 
 TEXT_PREFIX = "lora_te_"
 TEXT_PREFIXES_SDXL = ("lora_te1_", "lora_te2_")
@@ -39,16 +40,22 @@ def text_lora_name(module: str, family: str) -> str:
 
 
 def unet_lora_name(module: str, family: str) -> str:
-    """Kohya name of a UNet module of a ``family`` model (diffusers names for SD1.x, LDM names for SDXL)."""
-    return lora_name(UNET_PREFIX, sdxl_layout().diffusers_to_ldm(module) if family == "sdxl" else module)
+    """Kohya name of a UNet module of a ``family`` model (diffusers names for SD1.x, LDM names for SDXL; a module
+    already named the LDM way keeps its name, which loaders accept for every family)."""
+    if family == "sdxl" and not is_ldm_name(module):
+        module = sdxl_layout().diffusers_to_ldm(module)
+    return lora_name(UNET_PREFIX, module)
 
 
 def state_dict(concept: Concept) -> dict[str, torch.Tensor]:
-    """Kohya-keyed tensors of the concept's LoRA deltas (official scale preserved)."""
+    """Kohya-keyed tensors of the concept's LoRA deltas (official scale preserved; a full change as ``.diff``)."""
     out: dict[str, torch.Tensor] = {}
     for namer, loras in ((text_lora_name, concept.text_lora), (unet_lora_name, concept.unet_lora)):
         for module, pair in loras.items():
             name = namer(module, concept.base_family)
+            if isinstance(pair, DenseDelta):
+                out[f"{name}.diff"] = float(concept.alpha) * pair.change
+                continue
             out[f"{name}.lora_down.weight"] = pair.down
             out[f"{name}.lora_up.weight"] = pair.up
             out[f"{name}.alpha"] = torch.tensor(float(concept.alpha) * pair.rank, dtype=torch.float32)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -144,40 +145,62 @@ def _with_rows(chunks: list[list[tuple]], token_word: dict[int, str], rows: dict
             for chunk in chunks]
 
 
-def layer_contexts(clip: Any, text: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def _phrase_positions(clip: Any, chunks: list[list[tuple]], phrases: Sequence[str]) -> list[int]:
+    """Positions (in T) of every token of every occurrence of each phrase; a clear error if one is missing."""
+    end = clip.tokenizer.clip_l.end_token
+    width = len(chunks[0])
+    ids = [[t[0] for t in chunk] for chunk in chunks]
+    found: list[int] = []
+    for phrase in phrases:
+        inner = [t[0] for t in clip.tokenize(phrase)["l"][0]][1:]
+        inner = inner[:inner.index(end)] if end in inner else inner
+        hits = [c * width + j + k for c, row in enumerate(ids) for j in range(len(row) - len(inner) + 1)
+                if inner and row[j:j + len(inner)] == inner for k in range(len(inner))]
+        if not hits:
+            raise ConceptWordError(f"Trigger phrase {phrase!r} does not appear among the prompt's tokens; write it as "
+                                   "plain text without weights or line breaks.")
+        found += hits
+    return sorted(set(found))
+
+
+def layer_contexts(clip: Any, text: str, layers: int | None = None,
+                   phrases: Sequence[str] = ()) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Encode ``text`` once per layer row: (contexts [L, T, D], pooled [1, P], concept-token positions).
 
-    Positions index T and list every concept-word token followed by the first end token, as the
-    official K/V fusion uses them (spec §2.1 step 5). Needs at least one concept on ``clip``. With two text
-    encoders (SDXL) each reads its part of the rows, and the pooled output comes from one more pass with each
-    word's mean row (pooled text conditions every block at once).
+    Positions index T and list every concept-word token (and every token of each trigger phrase in ``phrases``)
+    followed by the first end token, as the official K/V fusion uses them (spec §2.1 step 5). ``layers``: L
+    when no concept is on ``clip`` (default: the registered words' rows). With two text encoders (SDXL) each
+    reads its part of the rows, and the pooled output comes from one more pass with each word's mean row
+    (pooled text conditions every block at once).
     """
     registry = concept_registry(clip)
-    layers = next(iter(registry.values()))["embedding"].shape[0]
+    if registry:
+        layers = next(iter(registry.values()))["embedding"].shape[0]
     tokens, token_word = _tokenize_with_stand_ins(clip, text, registry)
+    chunks = tokens["l"]
+    width = len(chunks[0])
+    positions = [c * width + j for c, chunk in enumerate(chunks) for j, t in enumerate(chunk)
+                 if isinstance(t[0], int) and t[0] in token_word]
+    positions = sorted(positions + _phrase_positions(clip, chunks, phrases))
+    eos = _first_end(clip, chunks[-1])
+    if eos is not None and positions:
+        positions.append((len(chunks) - 1) * width + eos)
     if not token_word:
         cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
-        return cond[0].unsqueeze(0).expand(layers, -1, -1), pooled, []
+        return cond[0].unsqueeze(0).expand(layers or 1, -1, -1), pooled, positions
     names, widths = zip(*clip_encoders(clip))
     spans = dict(zip(names, zip(itertools.accumulate((0,) + widths), widths)))  # encoder -> (start, width) in a row
     pooled_pass = "g" in tokens  # SDXL: pooled text is an input of the UNet
     batch: dict[str, list] = {}
-    for key, chunks in tokens.items():
-        start, width = spans[f"clip_{key}"]
-        part = {w: registry[w]["embedding"][:, start:start + width] for w in token_word.values()}  # (L, D_e)
+    for key, key_chunks in tokens.items():
+        start, span = spans[f"clip_{key}"]
+        part = {w: registry[w]["embedding"][:, start:start + span] for w in token_word.values()}  # (L, D_e)
         sections = [{w: rows.mean(0) for w, rows in part.items()}] if pooled_pass else []
         sections += [{w: rows[layer] for w, rows in part.items()} for layer in range(layers)]
-        batch[key] = [c for rows in sections for c in _with_rows(chunks, token_word, rows)]
+        batch[key] = [c for rows in sections for c in _with_rows(key_chunks, token_word, rows)]
     cond, pooled = clip.encode_from_tokens(batch, return_pooled=True)  # (1, (1+)L*T, D); pooled: first section's
-    chunks = tokens["l"]
-    tokens_per_layer = len(chunks) * len(chunks[0])
+    tokens_per_layer = len(chunks) * width
     contexts = cond[:, -layers * tokens_per_layer:].reshape(layers, tokens_per_layer, cond.shape[2])  # (L, T, D)
-    width = len(chunks[0])
-    positions = [c * width + j for c, chunk in enumerate(chunks) for j, t in enumerate(chunk)
-                 if isinstance(t[0], int) and t[0] in token_word]
-    eos = _first_end(clip, chunks[-1])
-    if eos is not None:
-        positions.append((len(chunks) - 1) * width + eos)
     return contexts, pooled, positions
 
 

@@ -7,12 +7,13 @@ import time
 
 import comfy.model_management
 import comfy.utils
+import folder_paths
 
 from ...mixofshow_core.concept import Concept
 from ...mixofshow_core.config import FUSION_ANCHORS, FUSION_MODES, FusionConfig
-from ...mixofshow_core.formats import WRITERS, kohya, load_concept
+from ...mixofshow_core.formats import WRITERS, kohya, load_concept, lora_metadata
 from .. import model_folders, model_layout
-from ..concepts import layerwise, model_patches
+from ..concepts import layerwise, model_patches, standard_lora
 from . import pipeline
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,60 @@ class EDLoRAConceptList:
         entry = {"name": concept_name, "path": model_folders.concept_path(concept_name), "unet_alpha": unet_alpha,
                  "text_alpha": text_alpha}
         return (list(concepts or []) + [entry],)
+
+
+class LoRAAsConcept:
+    DESCRIPTION = (
+        "Add a standard LoRA from models/loras (kohya, diffusers/PEFT, LyCORIS LoCon/LoHa/LoKr: whatever LoraLoader "
+        "applies) to a list for Gradient Fusion, as a concept named by its trigger words. Fused with the others, "
+        "each LoRA answers to its own trigger instead of all of them bleeding into every subject."
+    )
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("MOS_CONCEPTS", "STRING")
+    RETURN_NAMES = ("concepts", "found")
+    OUTPUT_TOOLTIPS = (
+        "The list so far, with this LoRA appended.",
+        "The trigger used and what the file's metadata offers (caption tags with their counts).",
+    )
+    FUNCTION = "append"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "lora_name": (folder_paths.get_filename_list("loras"), {"tooltip": "LoRA file in models/loras."}),
+                "trigger_words": ("STRING", {"default": "", "tooltip":
+                                  "The phrase(s) the LoRA was trained on, comma separated (e.g. 'hatsune miku'); "
+                                  "prompts name the concept with them. Empty: read from the file's metadata "
+                                  "(modelspec trigger, kohya dataset folder, or its most frequent caption tag)."}),
+                "strength_model": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
+                                             "tooltip": "Strength of its UNet change, as in LoraLoader."}),
+                "strength_clip": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05,
+                                            "tooltip": "Strength of its text-encoder change, as in LoraLoader."}),
+            },
+            "optional": {"concepts": ("MOS_CONCEPTS", {"tooltip": "A list to extend (chain these nodes, or an "
+                                                                  "'ED-LoRA Concept List')."})},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, lora_name):
+        return True if folder_paths.get_full_path("loras", lora_name) else \
+            f"LoRA '{lora_name}' is not in models/loras; copy it there and refresh the page."
+
+    def append(self, lora_name, trigger_words, strength_model, strength_clip, concepts=None):
+        path = folder_paths.get_full_path("loras", lora_name)
+        info = lora_metadata.describe_lora(lora_metadata.read_metadata(path))
+        triggers = lora_metadata.split_phrases(trigger_words)
+        if triggers:
+            info.triggers, info.source = triggers, "trigger_words input"
+        if not info.triggers:
+            raise ValueError(f"LoRA '{lora_name}': {info.summary()}. Type the phrase it was trained on into "
+                             "trigger_words.")
+        found = info.summary()
+        logger.info("[Mix-of-Show] %s: %s", lora_name, found)
+        entry = {"kind": "lora", "name": lora_name, "path": path, "triggers": info.triggers,
+                 "unet_alpha": strength_model, "text_alpha": strength_clip}
+        return (list(concepts or []) + [entry], found)
 
 
 class GradientFusion:
@@ -126,12 +181,17 @@ class GradientFusion:
         items = [pipeline.FusionItem(load_concept(e["path"]), e["strength_model"], e["strength_clip"])
                  for e in model_patches.loaded_concepts(model)]
         chained = [item.concept for item in items]
-        items += [pipeline.FusionItem(load_concept(e["path"]), e["unet_alpha"], e["text_alpha"])
-                  for e in (concepts or [])]
-        if not items:
+        if not items and not concepts:
             raise ValueError("GradientFusion got no concepts: chain ED-LoRA Loaders before it, or connect an "
-                             "'ED-LoRA Concept List' to its concepts input.")
+                             "'ED-LoRA Concept List' or 'LoRA as Concept' to its concepts input.")
         base_model, base_clip = model_patches.without_loaded_concepts(model, clip, chained)
+        for e in concepts or []:
+            if e.get("kind") == "lora":  # its strengths are part of the concept: its changes are read at them
+                concept = standard_lora.concept_from_lora(base_model, base_clip, e["path"], e["triggers"],
+                                                          e["unet_alpha"], e["text_alpha"], e["name"])
+                items.append(pipeline.FusionItem(concept))
+            else:
+                items.append(pipeline.FusionItem(load_concept(e["path"]), e["unet_alpha"], e["text_alpha"]))
         bars: dict[str, comfy.utils.ProgressBar] = {}
 
         def progress(stage, done, total):
@@ -195,10 +255,12 @@ class EDLoRASaveBundle:
 NODE_CLASS_MAPPINGS = {
     "GradientFusion": GradientFusion,
     "EDLoRAConceptList": EDLoRAConceptList,
+    "LoRAAsConcept": LoRAAsConcept,
     "EDLoRASaveBundle": EDLoRASaveBundle,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "GradientFusion": "Gradient Fusion (Mix-of-Show)",
     "EDLoRAConceptList": "ED-LoRA Concept List (Mix-of-Show)",
+    "LoRAAsConcept": "LoRA as Concept (Mix-of-Show)",
     "EDLoRASaveBundle": "ED-LoRA Save Bundle (Mix-of-Show)",
 }

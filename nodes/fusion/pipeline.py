@@ -10,7 +10,9 @@ changes go back as the host's own weight patches (``add_patches``).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
+import time
 import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -23,12 +25,14 @@ import torch
 from ...mixofshow_core.concept import Concept
 from ...mixofshow_core.config import FUSION_SAMPLE_TEMPLATE, FUSION_TEXT_TEMPLATES, FusionConfig
 from ...mixofshow_core.formats import kohya
+from ...mixofshow_core.fusion import average_deltas
 from ...mixofshow_core.fusion_stages import FusionItem, FusionReport, Stage, check_unique_words, run_stage, scaled
 from .. import model_layout
 from ..concepts import layerwise
 
 __all__ = ["FusionItem", "FusionReport", "fuse"]
 _KV = re.compile(r"\.attn2\.to_[kv]$")
+AVERAGED = "convolutions (weight average)"  # report line of a standard LoRA's wider-kernel convolutions
 
 
 def _text_group(name: str) -> str:
@@ -68,10 +72,8 @@ def _capture(root: torch.nn.Module, names: dict[str, str], sink: Callable[[str, 
 
 
 def _lora_part(concept: Concept, text: bool, unet_filter: Callable[[str], bool]) -> Concept:
-    return Concept(words=concept.words, embeddings=concept.embeddings, alpha=concept.alpha, name=concept.name,
-                   text_lora=concept.text_lora if text else {}, word_groups=concept.word_groups,
-                   unet_lora={m: p for m, p in concept.unet_lora.items() if unet_filter(m)},
-                   text_encoders=concept.text_encoders, base_family=concept.base_family)
+    return dataclasses.replace(concept, text_lora=concept.text_lora if text else {},
+                               unet_lora={m: p for m, p in concept.unet_lora.items() if unet_filter(m)})
 
 
 def _with_lora(model, clip, concept: Concept, unet_alpha: float, text_alpha: float):
@@ -107,7 +109,7 @@ class _Fusion:
                             interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
 
     def words(self, item: FusionItem) -> str:
-        return " ".join(item.concept.words)
+        return item.concept.prompt_text
 
     def with_words(self, clip: Any) -> Any:
         clip = clip.clone()
@@ -134,7 +136,7 @@ class _Fusion:
                 text = template.format(self.words(item))
                 length = layerwise.prompt_length(own_clip, text)  # the prompt's own tokens, no padding
                 with _capture(root, hooks, lambda g, x: add(g, x[:, :length] if x.dim() == 3 else x)):
-                    layerwise.layer_contexts(own_clip, text)
+                    layerwise.layer_contexts(own_clip, text, self.rows)
 
         weight = None
         if self.cfg.mode == "lbfgs":
@@ -152,13 +154,19 @@ class _Fusion:
         import nodes  # ComfyUI's built-in nodes (EmptyLatentImage, common_ksampler)
 
         unet = self.model.model.diffusion_model
-        modules = sorted({m for i in self.items for m in i.concept.unet_lora})
-        ldm = {m: self.layout.diffusers_to_ldm(m) for m in modules}
+        # one name per layer: ED-LoRA concepts name UNet modules the diffusers way, standard LoRAs the LDM way
+        canon: dict[str, str] = {}  # LDM name -> the fused module's name (the first concept's spelling)
+        for item in self.items:
+            for m in item.concept.unet_lora:
+                canon.setdefault(self.layout.ldm_name(m), m)
+        modules = sorted(canon.values())
+        ldm = {m: path for path, m in canon.items()}
         weight_shapes = {m: unet.get_submodule(ldm[m]).weight.shape for m in modules}  # 1x1 convs: [out, in, 1, 1]
         # fused changes are kept in a 16-bit model's own weight dtype (SDXL: 3.5 GB of dense changes in float32)
         dtypes = {m: _change_dtype(unet.get_submodule(ldm[m]).weight) for m in modules}
-        shapes = {m: tuple(s[:2]) for m, s in weight_shapes.items()}  # a 1x1 conv is fused as the linear map it is
-        per_unet = [scaled(i.concept.unet_lora, i.unet_alpha * i.concept.alpha) for i in self.items]
+        shapes = {m: (s[0], s[1:].numel()) for m, s in weight_shapes.items()}  # a 1x1 conv is the linear map it is
+        per_unet = [{canon[self.layout.ldm_name(m)]: d for m, d in
+                     scaled(i.concept.unet_lora, i.unet_alpha * i.concept.alpha).items()} for i in self.items]
         weight = None
         if self.cfg.mode == "lbfgs":
             comfy.model_management.load_models_gpu([self.model])
@@ -172,12 +180,14 @@ class _Fusion:
 
         # K/V read the fused encoder's contexts at the concept tokens and the first end token, per layer (its row)
         kv = {m: s for m, s in shapes.items() if _KV.search(m)}
-        kv_sites = {g: next(s for s in self.sites if g == f"{s.diffusers_prefix}.attn2") for g in map(_kv_group, kv)}
+        kv_sites = {g: next(s for s in self.sites if g in (f"{s.diffusers_prefix}.attn2", f"{s.ldm_prefix}.attn2"))
+                    for g in map(_kv_group, kv)}
 
         def kv_feed(i: int, add) -> None:
             for template in FUSION_TEXT_TEMPLATES:
                 text = template.format(self.words(self.items[i]))
-                contexts, _, positions = layerwise.layer_contexts(fused_clip, text)  # (L, T, D)
+                contexts, _, positions = layerwise.layer_contexts(fused_clip, text, self.rows,
+                                                                  self.items[i].concept.triggers)  # (L, T, D)
                 for group, site in sorted(kv_sites.items()):
                     add(group, contexts[site.row, positions])  # (tokens, D)
 
@@ -186,8 +196,15 @@ class _Fusion:
         kv_delta = {m: d.to(dtypes[m]) for m, d in kv_delta.items()}
         kv_model = patched(layerwise.with_layer_patch(self.model), kv_delta)
 
-        # the other attention layers read what sampling each concept (its own spatial LoRA) streams past
-        spatial = {m: s for m, s in shapes.items() if not _KV.search(m)}
+        # wider kernels (a standard LoRA's 3x3 convolutions) mix neighbouring pixels: weight-averaged, not fused
+        start = time.perf_counter()
+        kernels = {m for m, s in weight_shapes.items() if s[2:].numel() > 1}
+        averaged = {m: average_deltas([d.get(m) for d in per_unet], *shapes[m]).to(dtypes[m]) for m in sorted(kernels)}
+        if averaged:
+            self.report.layers[AVERAGED], self.report.seconds[AVERAGED] = len(averaged), time.perf_counter() - start
+
+        # the other layers read what sampling each concept (its own spatial LoRA) streams past
+        spatial = {m: s for m, s in shapes.items() if not _KV.search(m) and m not in kernels}
         hooks = {ldm[m]: _unet_group(m) for m in spatial}
         latent = nodes.EmptyLatentImage().generate(self.cfg.resolution, self.cfg.resolution, 1)[0]
 
@@ -203,6 +220,7 @@ class _Fusion:
         stage = Stage("UNet attention", spatial, _unet_group, self.cfg.spatial_ridge, self.cfg.spatial_iters,
                       ticks_per_concept=self.cfg.steps)
         sp_delta = {m: d.to(dtypes[m]) for m, d in self.stage(stage, per_unet, spatial_feed, weight).items()}
+        sp_delta.update(averaged)
         unet_delta = {m: d.reshape(weight_shapes[m]) for m, d in {**kv_delta, **sp_delta}.items()}
         return unet_delta, patched(kv_model, sp_delta)
 
