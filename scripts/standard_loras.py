@@ -26,8 +26,9 @@ import torch
 from safetensors.torch import save_file
 
 KINDS = ("kohya", "locon", "loha", "diffusers")
-_TRANSFORMER = re.compile(r"^(?P<block>input_blocks\.\d+|middle_block|output_blocks\.\d+)\.1\.(?P<rest>proj_in|proj_out|"
-                          r"transformer_blocks\.\d+\.(?:attn[12]\.(?:to_q|to_k|to_v|to_out\.0)|ff\.net\.0\.proj|ff\.net\.2))$")
+_TRANSFORMER = re.compile(r"^(?P<block>input_blocks\.\d+|middle_block|output_blocks\.\d+)\.1\."
+                          r"(?P<rest>proj_in|proj_out|transformer_blocks\.\d+\."
+                          r"(?:attn[12]\.(?:to_q|to_k|to_v|to_out\.0)|ff\.net\.0\.proj|ff\.net\.2))$")
 _RESNET_CONV = re.compile(r"^input_blocks\.(?P<b>\d+)\.0\.(?P<conv>in_layers\.2|out_layers\.3)$")
 _TEXT = re.compile(r"^transformer\.(?P<m>text_model\.encoder\.layers\.\d+\.(?:self_attn\.[qkvo]\w*_proj|mlp\.fc[12]))$")
 _ATTENTION = re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out\.0)$")

@@ -8,11 +8,11 @@ import logging
 import os
 
 import pytest
+import standard_loras
 import torch
 from integration.host_support import random_concept, write_concept
 
 import comfy_host
-import standard_loras
 
 TAGS = {"10_ohwx girl": {"ohwx girl": 12, "smile": 5}}
 
@@ -175,9 +175,9 @@ def test_two_lora_characters_in_regions_through_the_executor(host, testbed):
         "1": {"class_type": "TestbedCheckpointLoader", "inputs": {"variant": "tiny-random-sd1", "seed": 0}},
         "2": {"class_type": "LoRAAsConcept", "inputs": {"lora_name": "graph_a.safetensors", "trigger_words": "",
                                                         "strength_model": 1.0, "strength_clip": 1.0}},
-        "3": {"class_type": "LoRAAsConcept", "inputs": {"lora_name": "graph_b.safetensors", "trigger_words": "kagamine rin",
-                                                        "strength_model": 0.9, "strength_clip": 0.9,
-                                                        "concepts": ["2", 0]}},
+        "3": {"class_type": "LoRAAsConcept", "inputs": {"lora_name": "graph_b.safetensors",
+                                                        "trigger_words": "kagamine rin", "strength_model": 0.9,
+                                                        "strength_clip": 0.9, "concepts": ["2", 0]}},
         "4": {"class_type": "GradientFusion", "inputs": {"model": ["1", 0], "clip": ["1", 1], "mode": "closed_form",
                                                          "steps": 2, "resolution": 64, "seed": 0, "ridge": 0.001,
                                                          "concepts": ["3", 0]}},

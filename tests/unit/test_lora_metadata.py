@@ -59,7 +59,8 @@ def _trigger_concept(**kw):
     change = DenseDelta(torch.ones(4, 3, 3, 3))
     return Concept(words=[], embeddings={}, triggers=["hatsune  miku"], text_encoders=[("clip_l", 8)],
                    unet_lora={"input_blocks.1.0.in_layers.2": change},
-                   text_lora={"text_model.encoder.layers.0.mlp.fc1": LoRAPair(torch.ones(2, 8), torch.ones(5, 2))}, **kw)
+                   text_lora={"text_model.encoder.layers.0.mlp.fc1": LoRAPair(torch.ones(2, 8), torch.ones(5, 2))},
+                   **kw)
 
 
 def test_a_concept_of_triggers(tmp_path):
