@@ -50,6 +50,18 @@ SLOTS = {
     "RegionalKSampler": ([("model", "MODEL"), ("regions", "MOS_REGIONS"), ("positive", "CONDITIONING"),
                           ("negative", "CONDITIONING"), ("latent_image", "LATENT")], [("LATENT", "LATENT")]),
     "RegionPoseSkeleton": ([("regions", "MOS_REGIONS")], [("pose", "IMAGE")]),
+    "LoRAAsConcept": ([("concepts", "MOS_CONCEPTS")], [("concepts", "MOS_CONCEPTS"), ("found", "STRING")]),
+    "PreviewAny": ([("source", "*")], []),
+    "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")]),
+    "LoraLoader": ([("model", "MODEL"), ("clip", "CLIP")], [("MODEL", "MODEL"), ("CLIP", "CLIP")]),
+    "CreateHookLora": ([("prev_hooks", "HOOKS")], [("HOOKS", "HOOKS")]),
+    "SetClipHooks": ([("clip", "CLIP"), ("hooks", "HOOKS")], [("CLIP", "CLIP")]),
+    "SolidMask": ([], [("MASK", "MASK")]),
+    "MaskComposite": ([("destination", "MASK"), ("source", "MASK")], [("MASK", "MASK")]),
+    "PairConditioningSetPropertiesAndCombine": (
+        [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("positive_NEW", "CONDITIONING"),
+         ("negative_NEW", "CONDITIONING"), ("mask", "MASK"), ("hooks", "HOOKS"), ("timesteps", "TIMESTEPS_RANGE")],
+        [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
     "Note": ([], []),
 }
 NOTE_WIDTH = 500  # the Note sits left of the graph, which moves right by this much and a gap
@@ -101,7 +113,8 @@ def build(nodes: list[dict], title: str, text: str) -> dict:
             link_id = None
             if src is not None:
                 link_id = len(links) + 1
-                links.append([link_id, src[0], src[1], n["id"], len(inputs), kind])
+                source_type = SLOTS[by_id[src[0]]["type"]][1][src[1]][1]  # a "*" input takes any type
+                links.append([link_id, src[0], src[1], n["id"], len(inputs), source_type])
                 out_links.setdefault(src, []).append(link_id)
             inputs.append({"name": name, "type": kind, "link": link_id})
         ui_nodes.append({"id": n["id"], "type": n["type"], "pos": n["pos"], "size": n.get("size", [320, 120]),
@@ -279,6 +292,113 @@ def regional_pose(family: str = "sd1", names=("potter", "hermione")):
         "to see it behind the boxes)."))
 
 
+def lora_characters(names=("miku", "rin"), triggers=("hatsune miku", "kagamine rin")):
+    """Two standard LoRAs fused and placed in boxes (top row), against both LoRAs stacked with one prompt (middle)
+    and ComfyUI's hook LoRAs on each box's mask (bottom): the same seed, three saved images."""
+    width, height = 1216, 832
+    boxes = [{"x": 0.04, "y": 0.05, "width": 0.34, "height": 0.9}, {"x": 0.4, "y": 0.05, "width": 0.34, "height": 0.9}]
+    prompts = [f"{triggers[0]}, standing, smiling", f"{triggers[1]}, standing, waving"]
+    spec = {"version": 1, "regions": [dict(b, prompt=p, negative=NEGATIVE, weight=1.0) for b, p in zip(boxes, prompts)]}
+    scene = "two girls standing side by side on a concert stage, best quality"
+    sample = [0, "fixed", 30, 7.0, "dpmpp_2m", "karras", 1.0]
+    files = [f"{n}.safetensors" for n in names]
+
+    def tail(i, y, sampler, links, prefix):
+        return [{"id": i, "type": sampler, "pos": [2160, y], "size": [320, 290], "widgets": list(sample),
+                 "links": {**links, "latent_image": (9, 0)}},
+                {"id": i + 1, "type": "VAEDecode", "pos": [2520, y], "links": {"samples": (i, 0), "vae": (1, 2)}},
+                {"id": i + 2, "type": "SaveImage", "pos": [2760, y], "size": [320, 340], "widgets": [prefix],
+                 "links": {"images": (i + 1, 0)}}]
+
+    fusion = DEFAULT_FUSE
+    nodes = [
+        {"id": 1, "type": "CheckpointLoaderSimple", "pos": [20, 40], "widgets": [CHECKPOINT["sdxl"]]},
+        {"id": 2, "type": "LoRAAsConcept", "pos": [380, 40], "size": [360, 150],
+         "widgets": [files[0], triggers[0], 1.0, 1.0]},
+        {"id": 3, "type": "LoRAAsConcept", "pos": [380, 230], "size": [360, 150],
+         "widgets": [files[1], triggers[1], 1.0, 1.0], "links": {"concepts": (2, 0)}},
+        {"id": 4, "type": "GradientFusion", "pos": [780, 40], "size": [340, 330],
+         "widgets": ["closed_form", fusion.steps, 1024, 0, "fixed", fusion.ridge, 500, 500, 50,
+                     fusion.accumulate_fp64, "", fusion.anchor, fusion.spatial_ridge],
+         "links": {"model": (1, 0), "clip": (1, 1), "concepts": (3, 0)}},
+        {"id": 5, "type": "PreviewAny", "pos": [780, 410], "size": [340, 220], "links": {"source": (4, 2)}},
+        {"id": 6, "type": "RegionBoxes", "pos": [1160, 40], "size": [400, 560],
+         "widgets": [json.dumps(spec), width, height], "links": {"clip": (4, 1)}},
+        {"id": 7, "type": "CLIPTextEncode", "pos": [1600, 40], "size": [380, 140], "widgets": [scene],
+         "links": {"clip": (4, 1)}},
+        {"id": 8, "type": "CLIPTextEncode", "pos": [1600, 220], "size": [380, 140], "widgets": [NEGATIVE],
+         "links": {"clip": (4, 1)}},
+        {"id": 9, "type": "EmptyLatentImage", "pos": [20, 220], "widgets": [width, height, 1]},
+        {"id": 13, "type": "PreviewAny", "pos": [380, 420], "size": [360, 160], "links": {"source": (3, 1)}},
+    ]
+    nodes += tail(10, 40, "RegionalKSampler", {"model": (4, 0), "regions": (6, 0), "positive": (7, 0),
+                                               "negative": (8, 0)}, "lora_characters_fused")
+    # baseline 1: both LoRAs stacked, one prompt naming both
+    y = 700
+    nodes += [
+        {"id": 20, "type": "LoraLoader", "pos": [380, y], "size": [360, 130], "widgets": [files[0], 1.0, 1.0],
+         "links": {"model": (1, 0), "clip": (1, 1)}},
+        {"id": 21, "type": "LoraLoader", "pos": [780, y], "size": [340, 130], "widgets": [files[1], 1.0, 1.0],
+         "links": {"model": (20, 0), "clip": (20, 1)}},
+        {"id": 22, "type": "CLIPTextEncode", "pos": [1600, y], "size": [380, 140],
+         "widgets": [f"{triggers[0]} and {triggers[1]} standing side by side on a concert stage, best quality"],
+         "links": {"clip": (21, 1)}},
+        {"id": 23, "type": "CLIPTextEncode", "pos": [1600, y + 180], "size": [380, 140], "widgets": [NEGATIVE],
+         "links": {"clip": (21, 1)}},
+    ]
+    nodes += tail(24, y, "KSampler", {"model": (21, 0), "positive": (22, 0), "negative": (23, 0)},
+                  "lora_characters_stacked")
+    # baseline 2: ComfyUI's hook LoRAs, each on its box's mask (the sampler runs once per hooked group)
+    y = 1120
+    nodes += [{"id": 30, "type": "SolidMask", "pos": [20, y + 400], "widgets": [0.0, width, height]}]
+    combined = ((31, 0), (32, 0))  # the scene prompt; each box's pair is combined onto it
+    for k, (box, prompt) in enumerate(zip(boxes, prompts)):
+        i, row = 40 + 10 * k, y + 300 * k
+        x0, y0 = round(box["x"] * width), round(box["y"] * height)
+        w, h = round(box["width"] * width), round(box["height"] * height)
+        nodes += [
+            {"id": i, "type": "CreateHookLora", "pos": [380, row], "size": [360, 110], "widgets": [files[k], 1.0, 1.0]},
+            {"id": i + 1, "type": "SetClipHooks", "pos": [780, row], "size": [340, 110], "widgets": [True, False],
+             "links": {"clip": (1, 1), "hooks": (i, 0)}},
+            {"id": i + 2, "type": "CLIPTextEncode", "pos": [1160, row], "size": [400, 110], "widgets": [prompt],
+             "links": {"clip": (i + 1, 0)}},
+            {"id": i + 3, "type": "CLIPTextEncode", "pos": [1160, row + 140], "size": [400, 110],
+             "widgets": [NEGATIVE], "links": {"clip": (i + 1, 0)}},
+            {"id": i + 4, "type": "SolidMask", "pos": [380, y + 620 + 160 * k], "widgets": [1.0, w, h]},
+            {"id": i + 5, "type": "MaskComposite", "pos": [780, y + 620 + 160 * k], "widgets": [x0, y0, "add"],
+             "links": {"destination": (30, 0), "source": (i + 4, 0)}},
+            {"id": i + 6, "type": "PairConditioningSetPropertiesAndCombine", "pos": [1600, row], "size": [380, 230],
+             "widgets": [1.0, "default"], "links": {"positive": combined[0], "negative": combined[1],
+                                                    "positive_NEW": (i + 2, 0), "negative_NEW": (i + 3, 0),
+                                                    "mask": (i + 5, 0)}},
+        ]
+        combined = ((i + 6, 0), (i + 6, 1))
+    nodes += [
+        {"id": 31, "type": "CLIPTextEncode", "pos": [1160, y + 620], "size": [400, 110], "widgets": [scene],
+         "links": {"clip": (1, 1)}},
+        {"id": 32, "type": "CLIPTextEncode", "pos": [1160, y + 760], "size": [400, 110], "widgets": [NEGATIVE],
+         "links": {"clip": (1, 1)}},
+    ]
+    nodes += tail(60, y, "KSampler", {"model": (1, 0), "positive": combined[0], "negative": combined[1]},
+                  "lora_characters_hooks")
+    title = "Two LoRA characters side by side on SDXL: fused and in boxes, against stacked LoRAs and hook LoRAs"
+    return build(nodes, title, note(
+        title,
+        "two ordinary character LoRAs (kohya, LyCORIS or diffusers files in models/loras) become concepts with "
+        "LoRA as Concept; Gradient Fusion merges them into one model in which each answers to its own trigger; "
+        "Region Boxes and Regional KSampler place each in its box in one sampling pass (top row). With the same "
+        "seed, the two things a user would try instead: both LoRAs stacked with LoraLoader and one prompt (middle "
+        "row: the characters tend to share hair, clothes and faces), and ComfyUI's hook LoRAs on each box's mask "
+        "(bottom row: the sampler runs once per hooked group). Each row saves its own image. The Preview Any nodes "
+        "show the fusion report and what the LoRA files say about their triggers.",
+        [SDXL, f"- models/loras/{files[0]}, {files[1]}: two character LoRAs made for this SDXL-family checkpoint "
+               "(any trainer: kohya, LyCORIS, diffusers)."],
+        "the two LoRA files (in LoRA as Concept, LoraLoader and Create Hook LoRA) and their trigger words "
+        "(trigger_words; empty reads them from the file), then the same words in the box prompts (click a box in "
+        "Region Boxes to edit it) and in the stacked prompt. If you move a box, move its mask in the bottom row too "
+        f"(Solid Mask size, Mask Composite x and y, in pixels of the {width} x {height} image)."))
+
+
 def _train_widgets(name: str, words: str, init: str, options: dict, slot: int = 0,
                    validation: tuple = ("", 0, 20, 7.5)) -> list:
     """EDLoRATrain widget values in input order (required, then optional): the paper's recipe with
@@ -411,6 +531,7 @@ if __name__ == "__main__":
             (OUT, "train_one_concept", train_one()), (OUT, "sdxl_train_one_concept", train_one("sdxl")),
             (OUT, "sdxl_fuse_two_characters", fuse_three("sdxl", ("alice", "bob"))),
             (OUT, "sdxl_regional_two_characters_pose", regional_pose("sdxl", ("alice", "bob"))),
+            (OUT, "sdxl_two_lora_characters", lora_characters()),
             (TESTBED_OUT, "world_1_train_concepts", world_train()),
             (TESTBED_OUT, "world_2_fuse_and_regions", world_regions())):
         os.makedirs(folder, exist_ok=True)

@@ -252,9 +252,52 @@ def sdxl_concept(path: str, words=("<alice1>", "<alice2>"), seed: int = 0) -> st
     return path
 
 
+def kohya_lora(path: str, sdxl: bool, trigger: str, seed: int = 0) -> str:
+    """A random kohya LoRA (rank 4, alpha 4) for the full-size SD1.5 or SDXL layout: both text encoders' and every
+    transformer's attention, under the names sd-scripts writes (SD1: ``lora_unet_<diffusers>``, ``lora_te_``; SDXL:
+    ``lora_unet_<LDM>``, ``lora_te1_``, ``lora_te2_``), with a kohya dataset folder naming ``trigger``."""
+    import json
+
+    g = torch.Generator().manual_seed(seed)
+    tensors: dict[str, torch.Tensor] = {}
+
+    def lora(key: str, fan_in: int, fan_out: int) -> None:
+        tensors[f"{key}.lora_down.weight"] = torch.randn(4, fan_in, generator=g) * fan_in ** -0.5
+        tensors[f"{key}.lora_up.weight"] = torch.randn(fan_out, 4, generator=g) * 0.01
+        tensors[f"{key}.alpha"] = torch.tensor(4.0)
+
+    encoders = (("lora_te1_", 12, 768), ("lora_te2_", 32, 1280)) if sdxl else (("lora_te_", 12, 768),)
+    for prefix, layers, width in encoders:
+        for i in range(layers):
+            for p in ("q", "k", "v", "out"):
+                lora(f"{prefix}text_model_encoder_layers_{i}_self_attn_{p}_proj", width, width)
+    if sdxl:  # LDM names: (block, width, transformer depth)
+        blocks = [("input_blocks_4_1", 640, 2), ("input_blocks_5_1", 640, 2), ("input_blocks_7_1", 1280, 10),
+                  ("input_blocks_8_1", 1280, 10), ("middle_block_1", 1280, 10)]
+        blocks += [(f"output_blocks_{b}_1", 1280 if b < 3 else 640, 10 if b < 3 else 2) for b in range(6)]
+    else:
+        blocks = [(name.replace(".", "_"), c, 1) for name, c in SD15_ATTENTION_BLOCKS]
+    context = 2048 if sdxl else 768
+    for block, c, depth in blocks:
+        for k in range(depth):
+            for attn, fan_in in (("attn1", c), ("attn2", context)):
+                prefix = f"lora_unet_{block}_transformer_blocks_{k}_{attn}"
+                lora(f"{prefix}_to_q", c, c)
+                lora(f"{prefix}_to_k", fan_in, c)
+                lora(f"{prefix}_to_v", fan_in, c)
+                lora(f"{prefix}_to_out_0", c, c)
+    metadata = {"ss_network_module": "networks.lora", "ss_network_dim": "4", "ss_network_alpha": "4.0",
+                "ss_base_model_version": "sdxl_base_v1-0" if sdxl else "sd_v1",
+                "ss_tag_frequency": json.dumps({f"10_{trigger}": {trigger: 10, "solo": 8}})}
+    save_file(tensors, path + ".part", metadata)
+    os.replace(path + ".part", path)
+    return path
+
+
 # What a workflow's loaders read, for the stand-ins the as-opened test and the thumbnails place under their names.
 WORKFLOW_MODEL_FOLDERS = {"CheckpointLoaderSimple": "checkpoints", "ControlNetLoader": "controlnet",
-                          "EDLoRALoader": "edloras"}
+                          "EDLoRALoader": "edloras", "LoRAAsConcept": "loras", "LoraLoader": "loras",
+                          "CreateHookLora": "loras"}
 SDXL_CHECKPOINTS = {"Illustrious-XL-v0.1.safetensors"}  # the SDXL example workflows' checkpoint
 
 
@@ -265,13 +308,16 @@ def workflow_is_sdxl(workflow: dict) -> bool:
 
 def place_stand_in(node_type: str, target: str, sdxl: bool, cache_dir: str) -> None:
     """The generated stand-in for the model file a ``node_type`` loader names, at ``target`` (its name): the
-    full-size random SD1.5 or SDXL checkpoint or ControlNet (linked), or a concept with the words
-    ``<stem1> <stem2>`` the prompts use (written: SD1 in the original layout read back, SDXL in format 2)."""
+    full-size random SD1.5 or SDXL checkpoint or ControlNet (linked), a kohya LoRA (trigger: its stem), or a
+    concept with the words ``<stem1> <stem2>`` the prompts use (written: SD1 in the original layout read back, SDXL
+    in format 2)."""
     stem = os.path.splitext(os.path.basename(target))[0]
     if node_type == "CheckpointLoaderSimple":
         os.symlink((sdxl_checkpoint if sdxl else sd15_checkpoint)(cache_dir), target)
     elif node_type == "ControlNetLoader":
         os.symlink((sdxl_controlnet if sdxl else sd15_controlnet)(cache_dir), target)
+    elif WORKFLOW_MODEL_FOLDERS.get(node_type) == "loras":
+        kohya_lora(target, sdxl, trigger=stem, seed=len(stem))
     elif sdxl:
         sdxl_concept(target, words=(f"<{stem}1>", f"<{stem}2>"), seed=len(stem))
     else:

@@ -35,9 +35,9 @@ def server(host, tmp_path_factory):
         yield url, base
 
 
-def test_the_sdxl_examples_are_these_three():
+def test_the_sdxl_examples_are_these_four():
     assert SDXL_WORKFLOWS == ["sdxl_fuse_two_characters.json", "sdxl_regional_two_characters_pose.json",
-                              "sdxl_train_one_concept.json"]
+                              "sdxl_train_one_concept.json", "sdxl_two_lora_characters.json"]
 
 
 @pytest.mark.parametrize("name", SDXL_WORKFLOWS)
