@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 FUSION_MODES = ("closed_form", "lbfgs", "average")
 FUSION_ANCHORS = ("average", "base")
+FUSION_TEXT_INPUTS = ("own", "fused")
+FUSION_KV_TARGETS = ("official", "own_model")
 
 
 @dataclass
@@ -31,6 +33,14 @@ class FusionConfig:
         steps: sampling steps whose UNet features are collected per concept (paper: 20).
         resolution: image side in pixels for feature collection (paper: 512).
         seed: seed of the feature-collection sampling noise (deterministic fusion).
+        text_inputs: which inputs the text-encoder layers are fitted on: "own" (the official scheme: each layer on
+            the inputs the concept's own encoder gives it, all layers at once) or "fused" (layer by layer in forward
+            order, on the inputs the already-fused earlier layers give, to reproduce the concept's own layer on its
+            own inputs; closed form only). benchmarks/bench_fusion_text_inputs.py measures both end to end.
+        kv_targets: what the cross-attention K/V layers reproduce on the fused encoder's contexts at each concept's
+            tokens: "official" (the concept's K/V change applied to those contexts) or "own_model" (the concept's
+            own model's keys/values: its own encoder's contexts through W₀ + its change, so the K/V layers also
+            absorb what the fused text encoder gets wrong; closed form only).
         accumulate_fp64: accumulate Gram statistics in float64. Off (default): float32, half the memory and about
             half the statistics + solve time, with the same own-prompt and held-out numbers to three digits at
             every ridge >= FP32_MIN_RIDGE (bench_fusion_safety.py --fp32); a stage whose ridge is below it
@@ -48,6 +58,8 @@ class FusionConfig:
     resolution: int = 512
     seed: int = 0
     accumulate_fp64: bool = False
+    text_inputs: str = "own"
+    kv_targets: str = "official"
 
     def __post_init__(self) -> None:
         if self.mode not in FUSION_MODES:
@@ -58,6 +70,11 @@ class FusionConfig:
             raise ValueError(f"FusionConfig.steps must be >= 1, found {self.steps}.")
         if self.anchor not in FUSION_ANCHORS:
             raise ValueError(f"FusionConfig.anchor must be one of {FUSION_ANCHORS}, found {self.anchor!r}.")
+        if self.text_inputs not in FUSION_TEXT_INPUTS:
+            raise ValueError(f"FusionConfig.text_inputs must be one of {FUSION_TEXT_INPUTS}, found "
+                             f"{self.text_inputs!r}.")
+        if self.kv_targets not in FUSION_KV_TARGETS:
+            raise ValueError(f"FusionConfig.kv_targets must be one of {FUSION_KV_TARGETS}, found {self.kv_targets!r}.")
         if self.ridge < 0 or self.spatial_ridge < 0:
             raise ValueError(f"FusionConfig ridges must be >= 0, found {self.ridge} and {self.spatial_ridge}.")
 

@@ -98,6 +98,27 @@ class GramStats:
                 self.cross[module] += weight * (delta.to(g) @ g)
                 self.energy[module] += weight * ((rows @ delta.to(g).T) ** 2).sum()
 
+    def add_pair(self, x: torch.Tensor, x_own: torch.Tensor, deltas: Mapping[str, Delta | None],
+                 base: Mapping[str, torch.Tensor]) -> None:
+        """Fold in features ``x`` [n, in] that the fused model's earlier layers produce, whose targets are the
+        concept's own layer on its own inputs ``x_own`` [n, in] (same tokens): ``x_own (W₀ + ΔW_i)ᵀ``. The
+        objective becomes Σ_i ‖X_i Wᵀ − X_own,i W_iᵀ‖², solved by the same normal equations with the cross term
+        ``C = Σ_i R_iᵀ X_i``, ``R_i = X_own,i W_iᵀ − X_i W₀ᵀ``. ``base``: module -> W₀ [out, in]."""
+        rows = x.reshape(-1, self.in_features).to(device=self.device, dtype=self.dtype)  # (n, in)
+        own = x_own.reshape(-1, self.in_features).to(rows)  # (n, in)
+        if own.shape != rows.shape:
+            raise ValueError(f"paired features differ in shape: fused {list(rows.shape)}, own {list(own.shape)}")
+        self.gram += rows.T @ rows
+        self.rows += rows.shape[0]
+        for module in self.cross:
+            w0 = base[module].to(rows)  # (out, in)
+            target = (own - rows) @ w0.T  # (n, out): what the inputs' difference alone changes
+            delta = deltas.get(module)
+            if delta is not None:
+                target = target + own @ dense(delta).to(rows).T
+            self.cross[module] += target.T @ rows
+            self.energy[module] += (target ** 2).sum()
+
     def solve(self, ridge: float = 0.0, rtol: float = 1e-10, out_dtype: torch.dtype = torch.float32,
               anchor: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Fused deltas ``W* − W₀`` per module, [out, in] in ``out_dtype``.

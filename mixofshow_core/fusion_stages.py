@@ -70,6 +70,7 @@ class FusionReport:
     growth: dict[str, tuple[float, str]] = field(default_factory=dict)
     statistics_s: dict[str, float] = field(default_factory=dict)  # folding features into Gram statistics
     solve_s: dict[str, float] = field(default_factory=dict)  # the per-layer solves
+    end_to_end: dict[str, float] = field(default_factory=dict)  # concept -> K/V error against its own model
 
     def text(self) -> str:
         parts = [f"fused {len(self.concepts)} concept(s): {', '.join(self.concepts)}"]
@@ -85,6 +86,9 @@ class FusionReport:
                 line += (f"; time: features {features:.2f} s, statistics {self.statistics_s[stage]:.2f} s, "
                          f"solve {self.solve_s[stage]:.2f} s")
             parts.append(line)
+        if self.end_to_end:
+            parts.append("end to end, keys/values at each concept's tokens against its own model (relative): "
+                         + ", ".join(f"{name} {value:.2e}" for name, value in self.end_to_end.items()))
         return "\n".join(parts)
 
 
@@ -142,6 +146,22 @@ class _Accumulator:
         self.seconds += time.perf_counter() - start
 
 
+def _anchor(cfg: FusionConfig, stats: GramStats, per_concept: list[dict[str, Delta]]) -> dict | None:
+    """What the ridge pulls toward: None (W₀) or each module's average change."""
+    if cfg.anchor != "average":
+        return None
+    return {m: average_deltas([d.get(m) for d in per_concept], o, stats.in_features)
+            for m, o in stats.out_features.items()}
+
+
+def _warn_growth(report: FusionReport, stage: Stage) -> None:
+    if report.growth[stage.name][0] > GROWTH_WARNING:
+        logger.warning("[Mix-of-Show] gradient fusion, %s: the fused change of %s is %.1fx the concepts' own; "
+                       "the solution extrapolates where the features barely reach, which can break images with "
+                       "regions or unseen prompts. Raise the ridge (spatial_ridge for UNet attention) if it does.",
+                       stage.name, report.growth[stage.name][1], report.growth[stage.name][0])
+
+
 def _solve(acc: _Accumulator, per_concept: list[dict[str, Delta]], weight: Callable[[str], torch.Tensor] | None,
            interrupt: Callable[[], None], tick: Callable[[], None]) -> tuple[dict[str, torch.Tensor], float, tuple]:
     """Every layer of the stage: (deltas, worst relative residual, (largest growth, its module))."""
@@ -149,11 +169,7 @@ def _solve(acc: _Accumulator, per_concept: list[dict[str, Delta]], weight: Calla
     residual, growth = 0.0, (0.0, "")
     for group, stats in acc.stats.items():
         if acc.cfg.mode == "closed_form":
-            anchor = None
-            if acc.cfg.anchor == "average":
-                anchor = {m: average_deltas([d.get(m) for d in per_concept], o, stats.in_features)
-                          for m, o in stats.out_features.items()}
-            out.update(stats.solve(ridge=acc.stage.ridge, anchor=anchor))
+            out.update(stats.solve(ridge=acc.stage.ridge, anchor=_anchor(acc.cfg, stats, per_concept)))
         else:  # lbfgs: the paper's optimiser on the stored features, from W0
             features = [torch.cat(f) for f in acc.features[group]]
             for module in stats.cross:
@@ -199,10 +215,61 @@ def run_stage(stage: Stage, per_concept: list[dict[str, Delta]], feed: Feed, cfg
         out, report.residual[stage.name], report.growth[stage.name] = _solve(acc, per_concept, weight, interrupt, tick)
         report.statistics_s[stage.name], report.solve_s[stage.name] = acc.seconds, time.perf_counter() - solve_start
         del acc
-        if report.growth[stage.name][0] > GROWTH_WARNING:
-            logger.warning("[Mix-of-Show] gradient fusion, %s: the fused change of %s is %.1fx the concepts' own; "
-                           "the solution extrapolates where the features barely reach, which can break images with "
-                           "regions or unseen prompts. Raise the ridge (spatial_ridge for UNet attention) if it does.",
-                           stage.name, report.growth[stage.name][1], report.growth[stage.name][0])
+        _warn_growth(report, stage)
+    report.layers[stage.name], report.seconds[stage.name] = len(out), time.perf_counter() - start
+    return out
+
+
+PairFeed = Callable[[int, int, Callable[[str, torch.Tensor, torch.Tensor], None]], None]
+
+
+def run_paired_stage(stage: Stage, rounds: list[list[str]], per_concept: list[dict[str, Delta]], feed: PairFeed,
+                     base: Callable[[str], torch.Tensor], apply: Callable[[dict[str, torch.Tensor]], None],
+                     cfg: FusionConfig, report: FusionReport, *, device: torch.device,
+                     progress: Progress | None = None, interrupt: Callable[[], None] = lambda: None,
+                     sink: Callable[[str, int, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
+    """Fuse a stage's groups round by round, each from the inputs the already-fused earlier rounds produce.
+
+    Where ``run_stage`` fits every layer on the concepts' own inputs (the official scheme), here round r's layers
+    see what the fused model computes before them, and are fitted to reproduce each concept's own layer on its
+    own inputs, so earlier compromises are corrected instead of compounded (``GramStats.add_pair``).
+    ``feed(r, i, add)`` runs concept i through the model as fused so far and calls ``add(group, x, x_own)`` for
+    each group of round r with its input and the concept's own model's input for the same tokens;
+    ``base(module)`` gives W₀ [out, in]; ``apply(deltas)`` hands the host a round's fused changes before the next.
+    """
+    start, groups = time.perf_counter(), stage.groups()
+    dtype = torch.float64 if cfg.accumulate_fp64 or stage.ridge < FP32_MIN_RIDGE else torch.float32
+    inputs = {m: shape[1] for m, shape in stage.shapes.items()}
+    out: dict[str, torch.Tensor] = {}
+    residual, growth, rows, statistics_s, solve_s = 0.0, (0.0, ""), 0, 0.0, 0.0
+    for r, names in enumerate(rounds):
+        stats = {g: GramStats(inputs[next(iter(groups[g]))], groups[g], dtype=dtype, device=device) for g in names}
+        w0 = {m: base(m) for g in names for m in groups[g]}
+        for i, deltas in enumerate(per_concept):
+            def add(group: str, x: torch.Tensor, x_own: torch.Tensor, i=i, deltas=deltas) -> None:
+                nonlocal statistics_s
+                x, x_own = x.reshape(-1, x.shape[-1]), x_own.reshape(-1, x_own.shape[-1])  # (rows, in)
+                if sink is not None:
+                    sink(group, i, x)
+                begin = time.perf_counter()
+                stats[group].add_pair(x, x_own, {m: deltas.get(m) for m in stats[group].cross}, w0)
+                statistics_s += time.perf_counter() - begin
+            feed(r, i, add)
+        begin, solved = time.perf_counter(), {}
+        for st in stats.values():
+            solved.update(st.solve(ridge=stage.ridge, anchor=_anchor(cfg, st, per_concept)))
+            for m in st.cross:
+                residual = max(residual, st.relative_residual(m, solved[m]))
+                growth = max(growth, (delta_growth(solved[m], [d.get(m) for d in per_concept]), m))
+            rows += st.rows
+        solve_s += time.perf_counter() - begin
+        out.update(solved)
+        apply(solved)
+        interrupt()
+        if progress is not None:
+            progress(stage.name, r + 1, len(rounds))
+    report.rows[stage.name], report.residual[stage.name], report.growth[stage.name] = rows, residual, growth
+    report.statistics_s[stage.name], report.solve_s[stage.name] = statistics_s, solve_s
+    _warn_growth(report, stage)
     report.layers[stage.name], report.seconds[stage.name] = len(out), time.perf_counter() - start
     return out

@@ -10,7 +10,7 @@ import comfy.utils
 import folder_paths
 
 from ...mixofshow_core.concept import Concept
-from ...mixofshow_core.config import FUSION_ANCHORS, FUSION_MODES, FusionConfig
+from ...mixofshow_core.config import FUSION_ANCHORS, FUSION_KV_TARGETS, FUSION_MODES, FUSION_TEXT_INPUTS, FusionConfig
 from ...mixofshow_core.formats import WRITERS, kohya, load_concept, lora_metadata
 from .. import model_folders, model_layout
 from ..concepts import layerwise, model_patches, standard_lora
@@ -167,15 +167,23 @@ class GradientFusion:
                                   "tooltip": "Ridge of the UNet attention layers other than K/V, whose features come "
                                              "from sampling: keeps prompts without concept words as the base model "
                                              "draws them (lower it for a closer fit on the concepts' own prompts)."}),
+                "text_inputs": (list(FUSION_TEXT_INPUTS), {"default": d.text_inputs, "tooltip":
+                                "Inputs the text-encoder layers are fitted on: own = each concept's own encoder (the "
+                                "paper's code), fused = layer by layer on what the already-fused layers give, to "
+                                "reproduce each concept's own layers (closed_form only)."}),
+                "kv_targets": (list(FUSION_KV_TARGETS), {"default": d.kv_targets, "tooltip":
+                               "What the cross-attention K/V layers reproduce at each concept's tokens: official = "
+                               "its K/V change on the fused contexts, own_model = its own model's keys/values, which "
+                               "also absorbs the text encoder's compromise (closed_form only)."}),
             },
         }
 
     def fuse(self, model, clip, mode, steps, resolution, seed, ridge, concepts=None, text_iters=DEFAULTS.text_iters,
              kv_iters=DEFAULTS.kv_iters, spatial_iters=DEFAULTS.spatial_iters,
              accumulate_fp64=DEFAULTS.accumulate_fp64, lora_filename="", anchor=DEFAULTS.anchor,
-             spatial_ridge=DEFAULTS.spatial_ridge):
+             spatial_ridge=DEFAULTS.spatial_ridge, text_inputs=DEFAULTS.text_inputs, kv_targets=DEFAULTS.kv_targets):
         cfg = FusionConfig(mode=mode, steps=steps, resolution=resolution, seed=seed, ridge=ridge, anchor=anchor,
-                           spatial_ridge=spatial_ridge,
+                           spatial_ridge=spatial_ridge, text_inputs=text_inputs, kv_targets=kv_targets,
                            text_iters=text_iters, kv_iters=kv_iters, spatial_iters=spatial_iters,
                            accumulate_fp64=accumulate_fp64)
         items = [pipeline.FusionItem(load_concept(e["path"]), e["strength_model"], e["strength_clip"])

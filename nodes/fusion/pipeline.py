@@ -25,8 +25,16 @@ import torch
 from ...mixofshow_core.concept import Concept
 from ...mixofshow_core.config import FUSION_SAMPLE_TEMPLATE, FUSION_TEXT_TEMPLATES, FusionConfig
 from ...mixofshow_core.formats import kohya
-from ...mixofshow_core.fusion import average_deltas
-from ...mixofshow_core.fusion_stages import FusionItem, FusionReport, Stage, check_unique_words, run_stage, scaled
+from ...mixofshow_core.fusion import average_deltas, dense
+from ...mixofshow_core.fusion_stages import (
+    FusionItem,
+    FusionReport,
+    Stage,
+    check_unique_words,
+    run_paired_stage,
+    run_stage,
+    scaled,
+)
 from .. import model_layout
 from ..concepts import layerwise
 
@@ -41,6 +49,13 @@ def _text_group(name: str) -> str:
 
 def _unet_group(name: str) -> str:
     return re.sub(r"\.attn1\.to_[qkv]$", ".attn1.qkv", name)
+
+
+def _forward_position(group: str) -> tuple[int, int]:
+    """(layer, step) of a text-encoder group in forward order: q/k/v, out_proj, fc1, fc2 of each layer."""
+    layer = int(re.search(r"\.layers\.(\d+)\.", group).group(1))
+    step = {"qkv": 0, "out_proj": 1, "fc1": 2, "fc2": 3}.get(group.rsplit(".", 1)[1], 4)
+    return layer, step
 
 
 def _kv_group(name: str) -> str:
@@ -120,34 +135,82 @@ class _Fusion:
     def stage(self, stage: Stage, per_concept: list[dict], feed, weight=None) -> dict[str, torch.Tensor]:
         return run_stage(stage, per_concept, feed, self.cfg, self.report, weight=weight, **self.options)
 
-    # ---- stage 1: text encoder, on each concept's own encoder
+    # ---- stage 1: text encoder, on each concept's own encoder (or, text_inputs="fused", layer by layer)
     def text_encoder(self) -> tuple[dict[str, torch.Tensor], Any]:
         root = self.clip.cond_stage_model
         modules = sorted({m for i in self.items for m in i.concept.text_lora})
         shapes = {m: tuple(root.get_submodule(model_layout.clip_module(m)).weight.shape[:2]) for m in modules}
         hooks = {model_layout.clip_module(m): _text_group(m) for m in modules}
-
-        def feed(i: int, add) -> None:
-            item = self.items[i]
-            text_only = _lora_part(item.concept, True, lambda m: False)
-            own_clip = _with_lora(self.model, self.clip, text_only, 0.0, item.text_alpha)[1].clone()
-            layerwise.register_words(own_clip, item.concept, self.rows, item.concept.name)
-            for template in FUSION_TEXT_TEMPLATES:
-                text = template.format(self.words(item))
-                length = layerwise.prompt_length(own_clip, text)  # the prompt's own tokens, no padding
-                with _capture(root, hooks, lambda g, x: add(g, x[:, :length] if x.dim() == 3 else x)):
-                    layerwise.layer_contexts(own_clip, text, self.rows)
-
-        weight = None
-        if self.cfg.mode == "lbfgs":
-            self.clip.load_model()
-            weight = _weights(root, {m: model_layout.clip_module(m) for m in modules})
         per_text = [scaled(i.concept.text_lora, i.text_alpha * i.concept.alpha) for i in self.items]
         stage = Stage("text encoder", shapes, _text_group, self.cfg.ridge, self.cfg.text_iters)
-        delta = self.stage(stage, per_text, feed, weight)
-        fused_clip = self.clip.clone()
-        fused_clip.add_patches({f"{model_layout.clip_module(m)}.weight": (d,) for m, d in delta.items()}, 1.0)
-        return delta, self.with_words(fused_clip)
+        if self.cfg.text_inputs == "fused" and self.cfg.mode == "closed_form":
+            delta = self._text_encoder_layer_by_layer(stage, modules, hooks, per_text)
+        else:
+            delta = self.stage(stage, per_text, lambda i, add: self._own_text_features(i, hooks, add),
+                               self._clip_weights(modules) if self.cfg.mode == "lbfgs" else None)
+        return delta, self.with_words(self._patched_clip(delta))
+
+    def _own_clip(self, item: FusionItem) -> Any:
+        """The base CLIP with this concept's text-encoder LoRA and its words."""
+        text_only = _lora_part(item.concept, True, lambda m: False)
+        own_clip = _with_lora(self.model, self.clip, text_only, 0.0, item.text_alpha)[1].clone()
+        layerwise.register_words(own_clip, item.concept, self.rows, item.concept.name)
+        return own_clip
+
+    def _text_passes(self, clip: Any, item: FusionItem, hooks: dict[str, str], add) -> None:
+        """Encode each fusion prompt of ``item`` on ``clip``; ``add(template, group, x)`` hears the prompt's own
+        tokens (no padding) of every hooked layer's input."""
+        root = clip.cond_stage_model
+        for t, template in enumerate(FUSION_TEXT_TEMPLATES):
+            text = template.format(self.words(item))
+            length = layerwise.prompt_length(clip, text)  # the prompt's own tokens, no padding
+            with _capture(root, hooks, lambda g, x, t=t: add(t, g, x[:, :length] if x.dim() == 3 else x)):
+                layerwise.layer_contexts(clip, text, self.rows)
+
+    def _own_text_features(self, i: int, hooks: dict[str, str], add) -> None:
+        self._text_passes(self._own_clip(self.items[i]), self.items[i], hooks, lambda t, g, x: add(g, x))
+
+    def _clip_weights(self, modules: list[str]) -> Callable[[str], torch.Tensor]:
+        self.clip.load_model()  # W0 as the base CLIP (with any LoRA loaded before the fusion) holds it
+        return _weights(self.clip.cond_stage_model, {m: model_layout.clip_module(m) for m in modules})
+
+    def _patched_clip(self, delta: dict[str, torch.Tensor]) -> Any:
+        clip = self.clip.clone()
+        clip.add_patches({f"{model_layout.clip_module(m)}.weight": (d,) for m, d in delta.items()}, 1.0)
+        return clip
+
+    def _text_encoder_layer_by_layer(self, stage: Stage, modules: list[str], hooks: dict[str, str],
+                                     per_text: list[dict]) -> dict[str, torch.Tensor]:
+        """text_inputs="fused": rounds in forward order (q/k/v, out_proj, fc1, fc2 of layer 0, then layer 1, ...;
+        both SDXL encoders' layer n in one round), each fitted on what the fused earlier rounds compute."""
+        own: list[dict[tuple[int, str], torch.Tensor]] = []  # per concept: (template, group) -> its own inputs
+        for item in self.items:
+            seen: dict[tuple[int, str], torch.Tensor] = {}
+            self._text_passes(self._own_clip(item), item, hooks,
+                              lambda t, g, x, seen=seen: seen.__setitem__((t, g), x.float().cpu().clone()))
+            own.append(seen)
+        rounds: dict[tuple[int, int], list[str]] = {}
+        for group in sorted(set(hooks.values())):
+            rounds.setdefault(_forward_position(group), []).append(group)
+        ordered = [rounds[k] for k in sorted(rounds)]
+        state = {"delta": {}, "clip": self.with_words(self.clip.clone())}
+        round_hooks = [{path: g for path, g in hooks.items() if g in names} for names in ordered]
+
+        def feed(r: int, i: int, add) -> None:
+            self._text_passes(state["clip"], self.items[i], round_hooks[r],
+                              lambda t, g, x: add(g, x, own[i][(t, g)]))
+
+        def base(module: str) -> torch.Tensor:
+            self.clip.load_model()
+            return self.clip.cond_stage_model.get_submodule(model_layout.clip_module(module)).weight.detach() \
+                .float().cpu().clone()
+
+        def apply(delta: dict[str, torch.Tensor]) -> None:
+            state["delta"].update(delta)
+            state["clip"] = self.with_words(self._patched_clip(state["delta"]))
+
+        return run_paired_stage(stage, ordered, per_text, feed, base, apply, self.cfg, self.report,
+                                **self.options)
 
     # ---- stages 2 and 3: the UNet
     def unet_stages(self, fused_clip: Any) -> tuple[dict[str, torch.Tensor], Any]:
@@ -191,8 +254,11 @@ class _Fusion:
                 for group, site in sorted(kv_sites.items()):
                     add(group, contexts[site.row, positions])  # (tokens, D)
 
-        kv_delta = self.stage(Stage("cross-attention K/V", kv, _kv_group, self.cfg.ridge, self.cfg.kv_iters),
-                              per_unet, kv_feed, weight)
+        kv_stage = Stage("cross-attention K/V", kv, _kv_group, self.cfg.ridge, self.cfg.kv_iters)
+        if self.cfg.kv_targets == "own_model" and self.cfg.mode == "closed_form":
+            kv_delta = self._kv_own_model(kv_stage, kv_sites, per_unet, fused_clip, unet, ldm)
+        else:
+            kv_delta = self.stage(kv_stage, per_unet, kv_feed, weight)
         kv_delta = {m: d.to(dtypes[m]) for m, d in kv_delta.items()}
         kv_model = patched(layerwise.with_layer_patch(self.model), kv_delta)
 
@@ -225,6 +291,65 @@ class _Fusion:
         return unet_delta, patched(kv_model, sp_delta)
 
 
+    def _token_contexts(self, clip: Any, item: FusionItem) -> list[torch.Tensor]:
+        """Per fusion prompt: ``clip``'s contexts at the concept's tokens and the first end token, [L, p, D]."""
+        out = []
+        for template in FUSION_TEXT_TEMPLATES:
+            text = template.format(self.words(item))
+            contexts, _, positions = layerwise.layer_contexts(clip, text, self.rows, item.concept.triggers)
+            out.append(contexts[:, positions].float().cpu())  # (L, p, D)
+        return out
+
+    def _kv_own_model(self, stage: Stage, sites: dict, per_unet: list[dict], fused_clip: Any, unet: torch.nn.Module,
+                      ldm: dict[str, str]) -> dict[str, torch.Tensor]:
+        """kv_targets="own_model": K/V read the fused encoder's contexts and are fitted to give each concept's own
+        model's keys/values (its own contexts through W₀ + its change), one layer per round from cached contexts."""
+        fused = [self._token_contexts(fused_clip, item) for item in self.items]
+        own = [self._token_contexts(self._own_clip(item), item) for item in self.items]
+        comfy.model_management.load_models_gpu([self.model])  # W0 as the base model holds it
+        rounds = [[g] for g in sorted(sites)]
+
+        def feed(r: int, i: int, add) -> None:
+            group = rounds[r][0]
+            for x, x_own in zip(fused[i], own[i]):
+                add(group, x[sites[group].row], x_own[sites[group].row])  # (p, D) each
+
+        def base(module: str) -> torch.Tensor:
+            return unet.get_submodule(ldm[module]).weight.detach().float().cpu().flatten(1)
+
+        return run_paired_stage(stage, rounds, per_unet, feed, base, lambda delta: None, self.cfg, self.report,
+                                **self.options)
+
+    # ---- the report's end-to-end check
+    def end_to_end(self, fused_clip: Any, kv_delta: dict[str, torch.Tensor]) -> None:
+        """Per concept, over every cross-attention layer and both fusion prompts: the fused model's keys and values
+        at the concept's tokens against its own model's (its text-encoder LoRA and words, then W₀ + its K/V
+        change), ‖fused − own‖ / ‖own‖, into ``report.end_to_end``."""
+        fused_by_path = {self.layout.ldm_name(m): d for m, d in kv_delta.items()}
+        contexts = [list(zip(self._token_contexts(self._own_clip(item), item), self._token_contexts(fused_clip, item)))
+                    for item in self.items]  # per concept and prompt: (own, fused) [L, p, D]
+        comfy.model_management.load_models_gpu([self.model])  # W0 as the base model holds it
+        unet = self.model.model.diffusion_model
+        own_kv = [{self.layout.ldm_name(m): d for m, d in
+                   scaled(i.concept.unet_lora, i.unet_alpha * i.concept.alpha).items() if _KV.search(m)}
+                  for i in self.items]
+        error = [0.0] * len(self.items)
+        norm = [0.0] * len(self.items)
+        for site in self.sites:
+            for proj in ("to_k", "to_v"):
+                path = f"{site.ldm_prefix}.attn2.{proj}"
+                w0 = unet.get_submodule(path).weight.detach().double().cpu()  # (out, D)
+                fused_w = w0 + (fused_by_path[path].double().flatten(1) if path in fused_by_path else 0)
+                for i, pairs in enumerate(contexts):
+                    own_w = w0 + (dense(own_kv[i][path]).double() if path in own_kv[i] else 0)
+                    for own, fused in pairs:
+                        target = own[site.row].double() @ own_w.T  # (p, out)
+                        error[i] += float(((fused[site.row].double() @ fused_w.T - target) ** 2).sum())
+                        norm[i] += float((target ** 2).sum())
+        self.report.end_to_end = {item.concept.name: (e / n) ** 0.5 if n > 0 else 0.0
+                                  for item, e, n in zip(self.items, error, norm)}
+
+
 def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
          progress: Callable[[str, int, int], None] | None = None,
          feature_sink: Callable[[str, int, torch.Tensor], None] | None = None) -> tuple[Any, Any, dict, FusionReport]:
@@ -237,5 +362,6 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
     fusion = _Fusion(model, clip, items, cfg, progress, feature_sink)
     text_delta, fused_clip = fusion.text_encoder()
     unet_delta, fused_model = fusion.unet_stages(fused_clip)
+    fusion.end_to_end(fused_clip, unet_delta)
     comfy.model_management.soft_empty_cache()
     return fused_model, fused_clip, {"text": text_delta, "unet": unet_delta}, fusion.report
