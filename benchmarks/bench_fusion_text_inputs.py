@@ -46,6 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concepts", type=int, default=3)
     parser.add_argument("--share", type=float, default=0.25, help="each LoRA change's size relative to its weight")
+    parser.add_argument("--ridges", default=",".join(map(str, RIDGES)), help="comma separated")
     parser.add_argument("--model", choices=["sd15", "testbed"], default="sd15",
                         help="testbed: the tiny SD1 testbed, to try the script quickly")
     args = parser.parse_args()
@@ -116,8 +117,8 @@ def main() -> None:
         print(f"{'text inputs':>11} {'kv targets':>10} {'ridge':>7} {'end-to-end worst':>17} {'mean':>9} "
               f"{'held-out ctx':>13} {'held-out K/V':>13} {'text s':>7} {'K/V s':>6}")
         runs = [("average", "own", "official", 0.0)] + [
-            ("closed_form", text, kv, ridge) for ridge in RIDGES for text in ("own", "fused")
-            for kv in ("official", "own_model")]
+            ("closed_form", text, kv, ridge) for ridge in map(float, args.ridges.split(","))
+            for text in ("own", "fused") for kv in ("official", "own_model")]
         for mode, text, kv, ridge in runs:
             cfg = config_mod.FusionConfig(mode=mode, ridge=ridge, text_inputs=text, kv_targets=kv, resolution=64,
                                           steps=1)

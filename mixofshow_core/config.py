@@ -84,3 +84,9 @@ FP32_MIN_RIDGE = 1e-4  # below this a stage's statistics are float64 whatever ac
 # The official fusion prompts (spec §2.1): every concept is encoded with these, words filled in.
 FUSION_TEXT_TEMPLATES = ("photo of a {}", "{}")
 FUSION_SAMPLE_TEMPLATE = "photo of a {}"
+# Prompts without concept words on which the fusion report measures how far the fused model moves ordinary prompts.
+FUSION_HELD_OUT_PROMPTS = (
+    "a photo of a dog running on the beach", "a red car parked in front of a house", "portrait of an old man, studio",
+    "a bowl of fruit on a wooden table", "mountains at sunset, landscape painting", "a city street at night, rain",
+    "a woman reading in a library", "two children playing football",
+)

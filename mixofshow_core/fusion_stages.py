@@ -71,6 +71,7 @@ class FusionReport:
     statistics_s: dict[str, float] = field(default_factory=dict)  # folding features into Gram statistics
     solve_s: dict[str, float] = field(default_factory=dict)  # the per-layer solves
     end_to_end: dict[str, float] = field(default_factory=dict)  # concept -> K/V error against its own model
+    held_out: float | None = None  # K/V move on prompts without concept words / the strongest concept's own
 
     def text(self) -> str:
         parts = [f"fused {len(self.concepts)} concept(s): {', '.join(self.concepts)}"]
@@ -89,6 +90,9 @@ class FusionReport:
         if self.end_to_end:
             parts.append("end to end, keys/values at each concept's tokens against its own model (relative): "
                          + ", ".join(f"{name} {value:.2e}" for name, value in self.end_to_end.items()))
+        if self.held_out is not None:
+            parts.append(f"held out, prompts without concept words: the fused keys/values move {self.held_out:.2f}x as "
+                         "far from the base model as the strongest concept alone moves them (above 1: raise ridge)")
         return "\n".join(parts)
 
 

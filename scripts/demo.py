@@ -10,10 +10,10 @@ regions and with the global prompt only (world_2_fuse_and_regions.json), then sc
 world's recogniser and writes report.md next to the images.
 
 With --checkpoint or --workflow, that workflow runs; a missing checkpoint is replaced by the tiny
-random testbed of its family (SD1 or SDXL) at 64x64, a missing ControlNet by the testbed's, and concept files
-not given with --concept are made up (random concepts with
-the words the prompts use: they prove the pipeline runs, not identity). Use scripts/demo.sh to
-provision the host first.
+random testbed of its family (SD1 or SDXL) at 64x64, a missing ControlNet by the testbed's, concept files
+not given with --concept are made up (random concepts with the words the prompts use) and so are LoRA files
+missing from models/loras (random kohya LoRAs): they prove the pipeline runs, not identity. Use scripts/demo.sh
+to provision the host first.
 """
 from __future__ import annotations
 
@@ -72,8 +72,10 @@ def prepare(prompt: dict, host, checkpoint: str | None, concepts: list[str], ste
             notes.append("controlnet: the testbed's (random weights)")
         if node["class_type"] == "EmptyLatentImage" and size:
             node["inputs"].update(width=size, height=size)
-        if node["class_type"] == "KSampler" and steps:
+        if node["class_type"] in ("KSampler", "RegionalKSampler") and steps:
             node["inputs"]["steps"] = steps
+        if node["class_type"] == "GradientFusion" and size:  # features at the sampling size
+            node["inputs"]["resolution"] = max(64, size)
     given = list(concepts)
     for key in loaders:
         node = prompt[key]["inputs"]
@@ -89,20 +91,41 @@ def prepare(prompt: dict, host, checkpoint: str | None, concepts: list[str], ste
         prompt[key]["_demo_words"] = words
     if any("_demo_words" in prompt[k] for k in loaders):
         _make_demo_concepts(prompt, loaders, host, torch)
+    missing = sorted({n["inputs"]["lora_name"] for n in prompt.values() if n["class_type"] in LORA_LOADERS
+                      and folder_paths.get_full_path("loras", n["inputs"]["lora_name"]) is None})
+    if missing:
+        _make_demo_loras(prompt, missing, host, torch, sdxl)
+        notes += [f"lora {name}: random demo LoRA (kohya layout)" for name in missing]
     return notes
 
 
-def _make_demo_concepts(prompt, loaders, host, torch):
+LORA_LOADERS = ("LoRAAsConcept", "LoraLoader", "CreateHookLora")  # nodes that read a file from models/loras
+
+
+def _base_model(prompt: dict, host, torch):
+    """(MODEL, CLIP) of the prompt's checkpoint loader, built here to size demo files."""
     import nodes
 
-    first = prompt[loaders[0]]["inputs"]["model"][0]
+    kinds = ("TestbedCheckpointLoader", "CheckpointLoaderSimple")
+    loader = next(n for n in prompt.values() if n["class_type"] in kinds)
     with torch.inference_mode():
-        loader = prompt[first]
         if loader["class_type"] == "TestbedCheckpointLoader":
             bed = "testbed.model_sdxl" if loader["inputs"]["variant"] == "tiny-random-sdxl" else "testbed.model"
-            model, clip, _ = host.pack(bed).build_testbed(loader["inputs"]["seed"])
-        else:
-            model, clip = nodes.CheckpointLoaderSimple().load_checkpoint(loader["inputs"]["ckpt_name"])[:2]
+            return host.pack(bed).build_testbed(loader["inputs"]["seed"])[:2]
+        return nodes.CheckpointLoaderSimple().load_checkpoint(loader["inputs"]["ckpt_name"])[:2]
+
+
+def _make_demo_loras(prompt: dict, names: list[str], host, torch, sdxl: bool) -> None:
+    import standard_loras
+
+    model, clip = _base_model(prompt, host, torch)
+    for seed, name in enumerate(names):
+        standard_loras.write_lora(os.path.join(host.models("loras"), name), model, clip, "kohya", seed=seed, sdxl=sdxl)
+
+
+def _make_demo_concepts(prompt, loaders, host, torch):
+    model, clip = _base_model(prompt, host, torch)
+    with torch.inference_mode():
         layout, layerwise = host.pack("nodes.model_layout"), host.pack("nodes.concepts.layerwise")
         targets = host.pack("nodes.training.targets")
         init, formats = host.pack("mixofshow_core.concept_init"), host.pack("mixofshow_core.formats")

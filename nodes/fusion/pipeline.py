@@ -23,7 +23,12 @@ import comfy.sd
 import torch
 
 from ...mixofshow_core.concept import Concept
-from ...mixofshow_core.config import FUSION_SAMPLE_TEMPLATE, FUSION_TEXT_TEMPLATES, FusionConfig
+from ...mixofshow_core.config import (
+    FUSION_HELD_OUT_PROMPTS,
+    FUSION_SAMPLE_TEMPLATE,
+    FUSION_TEXT_TEMPLATES,
+    FusionConfig,
+)
 from ...mixofshow_core.formats import kohya
 from ...mixofshow_core.fusion import average_deltas, dense
 from ...mixofshow_core.fusion_stages import (
@@ -348,6 +353,31 @@ class _Fusion:
                         norm[i] += float((target ** 2).sum())
         self.report.end_to_end = {item.concept.name: (e / n) ** 0.5 if n > 0 else 0.0
                                   for item, e, n in zip(self.items, error, norm)}
+        self.report.held_out = self._held_out(fused_clip, fused_by_path, own_kv, unet)
+
+    def _held_out(self, fused_clip: Any, fused_by_path: dict, own_kv: list[dict], unet: torch.nn.Module) -> float:
+        """How far the fused model moves the keys/values of prompts without concept words from the base model's,
+        over the strongest single concept's own move (≤ 1: no further than that concept alone)."""
+        def contexts(clip: Any) -> list[torch.Tensor]:
+            return [clip.encode_from_tokens(clip.tokenize(t))[0, :layerwise.prompt_length(clip, t)].double().cpu()
+                    for t in FUSION_HELD_OUT_PROMPTS]  # (T, D) each
+
+        base, fused = contexts(self.clip), contexts(fused_clip)
+        own = [contexts(self._own_clip(item)) for item in self.items]
+        comfy.model_management.load_models_gpu([self.model])
+        moved, moved_own, total = 0.0, [0.0] * len(self.items), 0.0
+        for path in sorted({f"{s.ldm_prefix}.attn2.{p}" for s in self.sites for p in ("to_k", "to_v")}):
+            w0 = unet.get_submodule(path).weight.detach().double().cpu()  # (out, D)
+            fused_w = w0 + (fused_by_path[path].double().flatten(1) if path in fused_by_path else 0)
+            for k, x in enumerate(base):
+                reference = x @ w0.T  # (T, out)
+                total += float((reference ** 2).sum())
+                moved += float(((fused[k] @ fused_w.T - reference) ** 2).sum())
+                for i in range(len(self.items)):
+                    own_w = w0 + (dense(own_kv[i][path]).double() if path in own_kv[i] else 0)
+                    moved_own[i] += float(((own[i][k] @ own_w.T - reference) ** 2).sum())
+        strongest = max(moved_own, default=0.0)
+        return (moved / strongest) ** 0.5 if strongest > 0 else 0.0
 
 
 def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,

@@ -141,6 +141,13 @@ def test_demo_command_runs_the_sdxl_regional_workflow_on_the_sdxl_testbed(tmp_pa
     assert Image.open(images[-1]).size == (64, 64)
 
 
+def test_demo_command_runs_the_lora_characters_workflow_on_the_sdxl_testbed(tmp_path):
+    stdout, images = _demo(tmp_path, "--workflow", os.path.join(comfy_host.REPO, "example_workflows",
+                                                                 "sdxl_two_lora_characters.json"), "--steps", "2")
+    assert "lora miku.safetensors: random demo LoRA (kohya layout)" in stdout
+    assert len(images) == 3  # fused in boxes, stacked, hook LoRAs: one saved image each
+
+
 def test_default_demo_trains_fuses_places_and_scores(host, tmp_path, trains):
     """The README's main job (short training here): 3 concepts trained, fused, sampled in boxes, scored."""
     if not os.path.isfile(host.pack("testbed.nodes").WORLD_WEIGHTS):

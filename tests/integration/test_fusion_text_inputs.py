@@ -32,8 +32,13 @@ def test_one_concept_fuses_to_itself_end_to_end(host, testbed, items, text_input
 
 
 def test_averaging_one_concept_is_exact_and_averaging_three_is_not(host, testbed, items):
-    assert max(_fuse(host, testbed, items[:1], mode="average").end_to_end.values()) < 1e-5
-    errors = _fuse(host, testbed, items, mode="average").end_to_end
+    alone = _fuse(host, testbed, items[:1], mode="average")
+    assert max(alone.end_to_end.values()) < 1e-5
+    assert abs(alone.held_out - 1) < 1e-5  # the fused model is the concept's own: it moves ordinary prompts as far
+    three = _fuse(host, testbed, items, mode="average")
+    assert 0 < three.held_out < 1  # each change at a third moves them less than the strongest concept alone
+    assert "held out, prompts without concept words" in three.text()
+    errors = three.end_to_end
     assert sorted(errors) == sorted(i.concept.name for i in items)
     assert min(errors.values()) > 1e-2  # each concept's change diluted to a third: the check sees it
 
