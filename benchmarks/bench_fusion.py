@@ -46,19 +46,29 @@ LAYERS = [
 ]
 
 
-def capture(path: str, concepts: int, resolution: int, steps: int) -> None:
+TEXT_LAYER = "text_model.encoder.layers.5."
+# the same layers on the tiny SD1 testbed (two text-encoder layers: its last is layers.1)
+TESTBED_LAYERS = [(stage, group.replace(TEXT_LAYER, "text_model.encoder.layers.1."),
+                   module.replace(TEXT_LAYER, "text_model.encoder.layers.1."), iters)
+                  for stage, group, module, iters in LAYERS]
+
+
+def capture(path: str, concepts: int, resolution: int, steps: int, testbed: bool = False) -> None:
+    """Run the real fusion on the generated full-size SD1.5 checkpoint (or, ``testbed``, the tiny SD1 testbed with
+    concepts in its layout) and save the features streaming into LAYERS (TESTBED_LAYERS), each concept's LoRA
+    factors there and W0."""
     import comfy_host
     import test_assets
 
     host = comfy_host.boot(tempfile.mkdtemp(prefix="mos-bench-fusion-"))
     import nodes
 
-    ckpt = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
-    os.symlink(ckpt, os.path.join(host.models("checkpoints"), "sd15.safetensors"))
     glue, formats = host.pack("nodes.fusion.pipeline"), host.pack("mixofshow_core.formats")
+    model_layout = host.pack("nodes.model_layout")
     config = host.pack("mixofshow_core.config").FusionConfig(resolution=resolution, steps=steps,
                                                                accumulate_fp64=False)
-    groups = {g for _, g, _, _ in LAYERS}
+    layers = TESTBED_LAYERS if testbed else LAYERS
+    groups = {g for _, g, _, _ in layers}
     store: dict[str, list[list[torch.Tensor]]] = {g: [[] for _ in range(concepts)] for g in groups}
 
     def sink(group, concept, rows):
@@ -66,29 +76,38 @@ def capture(path: str, concepts: int, resolution: int, steps: int) -> None:
             store[group][concept].append(rows.float().cpu().clone())
 
     with torch.inference_mode():
-        model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]
+        if testbed:
+            model, clip = host.pack("testbed.model").build_testbed(0)[:2]
+        else:
+            ckpt = test_assets.sd15_checkpoint(os.path.join(REPO, ".cache", "test-assets"))
+            os.symlink(ckpt, os.path.join(host.models("checkpoints"), "sd15.safetensors"))
+            model, clip = nodes.CheckpointLoaderSimple().load_checkpoint("sd15.safetensors")[:2]
+        unet, encoder = model.model.diffusion_model, clip.cond_stage_model.clip_l.transformer
+        layout = model_layout.unet_layout(model)
+        shape = {}  # the testbed's concepts: its rows, width, attention blocks and text layers
+        if testbed:
+            channels = int(unet.get_submodule(layout.sites()[0].ldm_prefix).attn2.to_q.weight.shape[0])
+            shape = dict(layers=model_layout.layer_rows(model), width=model_layout.clip_encoders(clip)[0][1],
+                         blocks=test_assets.attention_blocks(channels, (1, 2, 2, 2)),
+                         text_layers=len(encoder.text_model.encoder.layers))
         items = []
         for i in range(concepts):
             name = os.path.join(host.workdir, f"c{i}.pth")
-            test_assets.official_edlora_checkpoint(name, words=(f"<c{i}a>", f"<c{i}b>"), seed=100 + i)
+            test_assets.official_edlora_checkpoint(name, words=(f"<c{i}a>", f"<c{i}b>"), seed=100 + i, **shape)
             items.append(glue.FusionItem(formats.load_concept(name)))
         start = time.time()
         glue.fuse(model, clip, items, config, feature_sink=sink)
         print(f"captured features of {concepts} concepts in {time.time() - start:.0f} s "
               f"({resolution}px, {steps} steps)")
         tensors = {}
-        unet = model.model.diffusion_model
-        layout = host.pack("nodes.model_layout").unet_layout(model)
-        for stage, group, module, _ in LAYERS:
+        for stage, group, module, _ in layers:
             for i in range(concepts):
                 tensors[f"x.{group}.{i}"] = torch.cat(store[group][i])
                 pair = items[i].concept.text_lora.get(module) or items[i].concept.unet_lora[module]
                 tensors[f"down.{module}.{i}"], tensors[f"up.{module}.{i}"] = pair.down, pair.up
-            if stage == "text encoder":
-                w0 = clip.cond_stage_model.clip_l.transformer.get_submodule(module).weight
-            else:
-                w0 = unet.get_submodule(layout.diffusers_to_ldm(module)).weight
-            tensors[f"w0.{module}"] = w0.float().cpu().clone()
+            weight = (encoder.get_submodule(module) if stage == "text encoder"
+                      else unet.get_submodule(layout.diffusers_to_ldm(module))).weight
+            tensors[f"w0.{module}"] = weight.float().cpu().clone()
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, {"concepts": str(concepts)})
 
 

@@ -56,6 +56,10 @@ class Concept:
             ["hatsune miku"]: plain prompt text the LoRA was trained on. Such a concept has no ``words`` and no
             embeddings, names its ``text_encoders``, and may key UNet modules by LDM name
             (``input_blocks.4.1.transformer_blocks.0.attn1.to_q``, ``input_blocks.1.0.in_layers.2``).
+        other_changes: for a standard LoRA, the changes that are not a layer's weight matrix (biases, norm scales;
+            ComfyUI's Train LoRA writes them as ``.diff_b`` / 1-D ``.diff``), by the host's parameter key, e.g.
+            ``diffusion_model.input_blocks.1.0.emb_layers.1.bias`` -> dense [shape of that parameter], strength
+            included. Fusion weight-averages them.
         orthogonal: for Orthogonal Adaptation concepts, {"basis", "slot", "scale", "rank"}; else {}.
         text_encoders: [(name, width)] of the text encoders whose token embeddings make up a row, in row
             order, e.g. [("clip_l", 768), ("clip_g", 1280)]; widths sum to D. Default: SDXL's two for D = 2048,
@@ -73,6 +77,7 @@ class Concept:
     orthogonal: dict = field(default_factory=dict)
     text_encoders: list[tuple[str, int]] = field(default_factory=list)
     triggers: list[str] = field(default_factory=list)
+    other_changes: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.words and not self.triggers:

@@ -135,3 +135,42 @@ def write_lora(path: str, model: Any, clip: Any, kind: str = "kohya", seed: int 
         metadata = {}
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata=metadata)
     return path
+
+
+def train_comfy_lora(model: Any, clip: Any, vae: Any, pixels: torch.Tensor, captions: list[str], output_dir: str,
+                     target_dir: str, prefix: str, seed: int = 0, steps: int = 100, learning_rate: float = 5e-3,
+                     rank: int = 8, batch_size: int = 4, dtype: str = "fp32") -> tuple[str, dict, list[float]]:
+    """A LoRA trained and saved by ComfyUI's own Train LoRA and Save LoRA nodes (``comfy_extras.nodes_train``):
+    the UNet's linear/conv weights as ``lora_up``/``lora_down``/``alpha``, every bias as ``.diff_b`` and every norm
+    as a 1-D ``.diff``, under generic ``diffusion_model.`` keys.
+
+    ``pixels`` [n, H, W, 3] in 0..1, one caption each. Save LoRA writes into ``output_dir``/loras; the file is then
+    moved into ``target_dir``. Returns (file name, the trained state dict, the loss per step).
+    """
+    import inspect
+    import os
+    import shutil
+
+    from comfy.weight_adapter import adapter_maps
+    from comfy_extras.nodes_train import SaveLoRA, TrainLoraNode
+
+    with torch.inference_mode():
+        # one LATENT per image: 0.3.75's single-LATENT path fails (UnboundLocalError: multi_res)
+        latents = [{"samples": vae.encode(pixels[i: i + 1])} for i in range(len(pixels))]
+        positive = [clip.encode_from_tokens_scheduled(clip.tokenize(c)) for c in captions]
+        inputs = dict(
+            model=[model], latents=latents, positive=positive, batch_size=[batch_size], steps=[steps],
+            grad_accumulation_steps=[1], learning_rate=[learning_rate], rank=[rank], optimizer=["AdamW"],
+            loss_function=["MSE"], seed=[seed], training_dtype=[dtype], lora_dtype=[dtype],
+            algorithm=[next(k for k in adapter_maps if k.lower() == "lora")], gradient_checkpointing=[False],
+            existing_lora=["[None]"], bucket_mode=[False])
+        accepted = inspect.signature(TrainLoraNode.execute).parameters  # bucket_mode: newer hosts only
+        torch.manual_seed(seed)  # the node draws its batches and noise levels from torch's global generator
+        out = TrainLoraNode.execute(**{k: v for k, v in inputs.items() if k in accepted})
+        _, lora, losses, done = getattr(out, "args", out)[:4]
+    folder = os.path.join(output_dir, "loras")
+    before = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+    SaveLoRA.execute(lora, f"loras/{prefix}", done)  # exactly what the Save LoRA node writes
+    (name,) = set(os.listdir(folder)) - before
+    shutil.move(os.path.join(folder, name), os.path.join(target_dir, name))
+    return name, lora, [float(x) for x in losses["loss"]]

@@ -75,13 +75,26 @@ def write(concept: Concept, path: str | os.PathLike[str]) -> Path:
     return save_safetensors_atomic(state_dict(concept), path, metadata)
 
 
+def other_change_name(key: str) -> str:
+    """LoRA key of a bias or norm change given by the host's parameter key, in ComfyUI's own generic layout (what
+    its Train LoRA writes): ``diffusion_model.<path>.diff_b`` for a bias, ``.diff`` for a weight; text-encoder
+    parameters under ``text_encoders.`` (``clip_l.transformer.…`` -> ``text_encoders.clip_l.transformer.…``)."""
+    base, _, param = key.rpartition(".")
+    if param not in ("weight", "bias") or not base:
+        raise ValueError(f"Expected a parameter key ending in .weight or .bias, found {key!r}.")
+    prefix = "" if base.startswith("diffusion_model.") else "text_encoders."
+    return f"{prefix}{base}.{'diff_b' if param == 'bias' else 'diff'}"
+
+
 def write_diff(text: dict[str, torch.Tensor], unet: dict[str, torch.Tensor], path: str | os.PathLike[str],
-               family: str = "sd1") -> Path:
+               family: str = "sd1", other: dict[str, torch.Tensor] | None = None) -> Path:
     """Save full weight changes (e.g. a fusion result) as a LoRA file with exact ``.diff`` keys.
 
     ``text`` / ``unet`` map diffusers module names to [out, in] deltas of a ``family`` model ("sd1", "sdxl");
+    ``other`` maps host parameter keys of biases and norms to their changes (``other_change_name``);
     loaders add ``strength · diff``.
     """
     tensors = {f"{text_lora_name(m, family)}.diff": d for m, d in text.items()}
     tensors.update({f"{unet_lora_name(m, family)}.diff": d for m, d in unet.items()})
+    tensors.update({other_change_name(k): d for k, d in (other or {}).items()})
     return save_safetensors_atomic(tensors, path, {"mixofshow.kind": "fused_diff", "mixofshow.base_family": family})

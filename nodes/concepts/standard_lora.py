@@ -7,6 +7,8 @@ fails here, listed. Each layer's change becomes:
   and 1x1 convolutions): ``up · (strength · alpha / rank)`` and ``down``, exact and small;
 * otherwise (LoHa, LoKr, DoRA, Tucker or 3x3 LoCon, full diffs) a ``DenseDelta``: the host's
   ``calculate_weight`` on the layer's weight minus that weight, at the node's strength.
+Biases and norm scales (ComfyUI's Train LoRA writes them: ``.diff_b``, 1-D ``.diff``) are computed the same way
+and kept by parameter key in ``Concept.other_changes``.
 """
 from __future__ import annotations
 
@@ -83,14 +85,19 @@ def _pair(weights: tuple, weight: torch.Tensor, key: str, strength: float) -> Lo
     return LoRAPair.from_factors(down.float(), up.float() * scale, f"{key} (down)", f"{key} (up)")
 
 
+def _dense_change(patch: Any, weight: torch.Tensor, key: str, strength: float) -> torch.Tensor:
+    """What the host's adapter adds to ``weight`` at ``strength``, in the parameter's shape (float32)."""
+    base = weight.detach().to("cpu", torch.float32)
+    changed = comfy.lora.calculate_weight([(strength, patch, 1.0, None, None)], base.clone(), key)
+    return (changed - base).contiguous()
+
+
 def _layer_delta(patch: Any, weight: torch.Tensor, key: str, strength: float) -> LayerDelta:
     weights = _lora_weights(patch)
     pair = _pair(weights, weight, key, strength) if weights is not None else None
     if pair is not None:
         return pair
-    base = weight.detach().to("cpu", torch.float32)
-    changed = comfy.lora.calculate_weight([(strength, patch, 1.0, None, None)], base.clone(), key)
-    return DenseDelta((changed - base).contiguous())  # (out, in, *kernel)
+    return DenseDelta(_dense_change(patch, weight, key, strength))  # (out, in, *kernel)
 
 
 def _weight(root: torch.nn.Module, key: str) -> torch.Tensor:
@@ -127,26 +134,34 @@ def concept_from_lora(model: Any, clip: Any, path: str, triggers: list[str], str
             "The file was made for another architecture, or holds layers this pack cannot take; it was not used.")
     text: dict[str, LayerDelta] = {}
     unet: dict[str, LayerDelta] = {}
+    other: dict[str, torch.Tensor] = {}  # biases and norm scales by parameter key
     refused = []
     for key, patch in sorted(patches.items(), key=lambda kv: str(kv[0])):
-        if not isinstance(key, str) or not key.endswith(".weight"):
+        if not isinstance(key, str) or not key.endswith((".weight", ".bias")):
             refused.append(str(key))
-        elif key.startswith(_DIFFUSION):
-            unet[key[len(_DIFFUSION):-len(".weight")]] = _layer_delta(
-                patch, _weight(model.model, key), key, strength_model)
-        elif key.startswith(tuple(_TEXT_ROOTS)):
-            root = next(r for r in _TEXT_ROOTS if key.startswith(r))
-            module = _TEXT_ROOTS[root] + key[len(root):-len(".weight")]
-            text[module] = _layer_delta(patch, _weight(clip.cond_stage_model, key), key, strength_clip)
-        else:
+            continue
+        text_root = next((r for r in _TEXT_ROOTS if key.startswith(r)), None)
+        if not key.startswith(_DIFFUSION) and text_root is None:
             refused.append(key)
+            continue
+        root, strength = (model.model, strength_model) if text_root is None else (clip.cond_stage_model,
+                                                                                  strength_clip)
+        weight = _weight(root, key)
+        if key.endswith(".bias") or weight.dim() < 2:
+            other[key] = _dense_change(patch, weight, key, strength)  # (channels,)
+        elif text_root is None:
+            unet[key[len(_DIFFUSION):-len(".weight")]] = _layer_delta(patch, weight, key, strength)
+        else:
+            module = _TEXT_ROOTS[text_root] + key[len(text_root):-len(".weight")]
+            text[module] = _layer_delta(patch, weight, key, strength)
     if refused:
         raise KeyMappingError(
-            f"LoRA {name} changes {len(refused)} weight(s) gradient fusion cannot take: {first_of(refused, 8)}. "
-            "Supported: weights of the UNet and of the text encoders' layers (not biases or norms). Apply this LoRA "
-            "with LoraLoader after the fusion instead.")
-    if not text and not unet:
+            f"LoRA {name} changes {len(refused)} parameter(s) gradient fusion cannot take: {first_of(refused, 8)}. "
+            "Supported: the UNet's and the text encoders' weights, biases and norms. Apply this LoRA with LoraLoader "
+            "after the fusion instead.")
+    if not text and not unet and not other:
         raise KeyMappingError(f"LoRA {name} holds no weight change ({len(state)} keys); pick a LoRA file.")
     shown_name = f"{os.path.splitext(name)[0]} ({', '.join(triggers)})"
     return Concept(words=[], embeddings={}, triggers=triggers, text_lora=text, unet_lora=unet, name=shown_name,
+                   other_changes=other,
                    text_encoders=encoders, base_family=family)

@@ -214,7 +214,8 @@ class GradientFusion:
         if lora_filename.strip():
             start = time.perf_counter()
             target = model_folders.output_file("loras", lora_filename, "fused")
-            kohya.write_diff(deltas["text"], deltas["unet"], target, model_layout.concept_family(model))
+            kohya.write_diff(deltas["text"], deltas["unet"], target, model_layout.concept_family(model),
+                             deltas["other"])
             text += f"\nwrote {target} in {time.perf_counter() - start:.2f} s"
         logger.info("[Mix-of-Show] %s", text)
         return fused_model, fused_clip, text

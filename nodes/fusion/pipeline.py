@@ -46,6 +46,8 @@ from ..concepts import layerwise
 __all__ = ["FusionItem", "FusionReport", "fuse"]
 _KV = re.compile(r"\.attn2\.to_[kv]$")
 AVERAGED = "convolutions (weight average)"  # report line of a standard LoRA's wider-kernel convolutions
+OTHER = "biases and norms (weight average)"  # report line of a standard LoRA's bias and norm changes
+_UNET_KEY = "diffusion_model."  # host parameter keys of the UNet; the others are the text encoders'
 
 
 def _text_group(name: str) -> str:
@@ -91,14 +93,28 @@ def _capture(root: torch.nn.Module, names: dict[str, str], sink: Callable[[str, 
             h.remove()
 
 
-def _lora_part(concept: Concept, text: bool, unet_filter: Callable[[str], bool]) -> Concept:
-    return dataclasses.replace(concept, text_lora=concept.text_lora if text else {},
+def _lora_part(concept: Concept, text: bool, unet_filter: Callable[[str], bool], unet_other: bool = True) -> Concept:
+    """The concept's text part (or none), the UNet modules ``unet_filter`` keeps, and its UNet biases and norms
+    with ``unet_other`` (its text encoders' go with ``text``)."""
+    other = {k: d for k, d in concept.other_changes.items() if (unet_other if k.startswith(_UNET_KEY) else text)}
+    return dataclasses.replace(concept, text_lora=concept.text_lora if text else {}, other_changes=other,
                                unet_lora={m: p for m, p in concept.unet_lora.items() if unet_filter(m)})
+
+
+def _add_other(model, clip, other: dict[str, torch.Tensor], unet_alpha: float, text_alpha: float):
+    """(model, clip) clones with bias/norm changes (host parameter key -> change) added at the given strengths."""
+    model, clip = model.clone(), clip.clone()
+    model.add_patches({k: (d,) for k, d in other.items() if k.startswith(_UNET_KEY)}, unet_alpha)
+    clip.add_patches({k: (d,) for k, d in other.items() if not k.startswith(_UNET_KEY)}, text_alpha)
+    return model, clip
 
 
 def _with_lora(model, clip, concept: Concept, unet_alpha: float, text_alpha: float):
     """(model, clip) clones with the concept's LoRA part at the given strengths (host LoRA path)."""
-    return comfy.sd.load_lora_for_models(model, clip, kohya.state_dict(concept), unet_alpha, text_alpha)
+    model, clip = comfy.sd.load_lora_for_models(model, clip, kohya.state_dict(concept), unet_alpha, text_alpha)
+    if concept.other_changes:
+        model, clip = _add_other(model, clip, concept.other_changes, unet_alpha, text_alpha)
+    return model, clip
 
 
 def _change_dtype(weight: torch.Tensor) -> torch.dtype:
@@ -125,8 +141,24 @@ class _Fusion:
             model_layout.check_concept_fits(item.concept, self.rows, encoders, self.family, item.concept.name)
         self.layout = model_layout.unet_layout(model)
         self.report = FusionReport([i.concept.name for i in items])
+        self.other = self._other_average()
         self.options = dict(device=comfy.model_management.get_torch_device(), progress=progress, sink=sink,
                             interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+
+    def _other_average(self) -> dict[str, torch.Tensor]:
+        """Standard LoRAs' bias and norm changes, each Σ_i strength_i · change_i / n (missing = 0): per channel
+        they shift every token and pixel alike, so there is no per-concept input to fit them on."""
+        start = time.perf_counter()
+        keys = sorted({k for i in self.items for k in i.concept.other_changes})
+        out = {}
+        for key in keys:
+            unet = key.startswith(_UNET_KEY)
+            out[key] = sum(((i.unet_alpha if unet else i.text_alpha) * i.concept.alpha)
+                           * i.concept.other_changes[key].float() for i in self.items
+                           if key in i.concept.other_changes) / len(self.items)  # (channels,)
+        if out:
+            self.report.layers[OTHER], self.report.seconds[OTHER] = len(out), time.perf_counter() - start
+        return out
 
     def words(self, item: FusionItem) -> str:
         return item.concept.prompt_text
@@ -157,7 +189,7 @@ class _Fusion:
 
     def _own_clip(self, item: FusionItem) -> Any:
         """The base CLIP with this concept's text-encoder LoRA and its words."""
-        text_only = _lora_part(item.concept, True, lambda m: False)
+        text_only = _lora_part(item.concept, True, lambda m: False, unet_other=False)
         own_clip = _with_lora(self.model, self.clip, text_only, 0.0, item.text_alpha)[1].clone()
         layerwise.register_words(own_clip, item.concept, self.rows, item.concept.name)
         return own_clip
@@ -180,8 +212,10 @@ class _Fusion:
         return _weights(self.clip.cond_stage_model, {m: model_layout.clip_module(m) for m in modules})
 
     def _patched_clip(self, delta: dict[str, torch.Tensor]) -> Any:
+        """The base CLIP with fused weight changes and the averaged text-encoder biases and norms."""
         clip = self.clip.clone()
         clip.add_patches({f"{model_layout.clip_module(m)}.weight": (d,) for m, d in delta.items()}, 1.0)
+        clip.add_patches({k: (d,) for k, d in self.other.items() if not k.startswith(_UNET_KEY)}, 1.0)
         return clip
 
     def _text_encoder_layer_by_layer(self, stage: Stage, modules: list[str], hooks: dict[str, str],
@@ -293,7 +327,9 @@ class _Fusion:
         sp_delta = {m: d.to(dtypes[m]) for m, d in self.stage(stage, per_unet, spatial_feed, weight).items()}
         sp_delta.update(averaged)
         unet_delta = {m: d.reshape(weight_shapes[m]) for m, d in {**kv_delta, **sp_delta}.items()}
-        return unet_delta, patched(kv_model, sp_delta)
+        fused = patched(kv_model, sp_delta)
+        fused.add_patches({k: (d,) for k, d in self.other.items() if k.startswith(_UNET_KEY)}, 1.0)
+        return unet_delta, fused
 
 
     def _token_contexts(self, clip: Any, item: FusionItem) -> list[torch.Tensor]:
@@ -387,11 +423,11 @@ def fuse(model: Any, clip: Any, items: list[FusionItem], cfg: FusionConfig,
 
     ``feature_sink(group, concept_index, rows)`` sees every feature batch (benchmarks record them).
     Returns (fused MODEL, fused CLIP with every concept word, fused deltas by diffusers name
-    {"text": {...}, "unet": {...}}, report).
+    {"text": {...}, "unet": {...}} and averaged biases/norms by host parameter key {"other": {...}}, report).
     """
     fusion = _Fusion(model, clip, items, cfg, progress, feature_sink)
     text_delta, fused_clip = fusion.text_encoder()
     unet_delta, fused_model = fusion.unet_stages(fused_clip)
     fusion.end_to_end(fused_clip, unet_delta)
     comfy.model_management.soft_empty_cache()
-    return fused_model, fused_clip, {"text": text_delta, "unet": unet_delta}, fusion.report
+    return fused_model, fused_clip, {"text": text_delta, "unet": unet_delta, "other": fusion.other}, fusion.report

@@ -152,6 +152,85 @@ def test_fusing_two_loras_and_an_edlora_reproduces_each_on_its_trigger(host, tes
                 assert torch.allclose(fused, expected, atol=1e-4 * expected.abs().max()), (c.name, module)
 
 
+def _train_node_lora(host, model, clip, vae, prefix, seed):
+    """A LoRA file written by ComfyUI's own Train LoRA + Save LoRA nodes (3 steps on two random 64-px images)."""
+    pytest.importorskip("comfy_extras.nodes_train")
+    g = torch.Generator().manual_seed(seed)
+    pixels = torch.rand(2, 64, 64, 3, generator=g)  # (n, H, W, 3)
+    name, lora, _ = standard_loras.train_comfy_lora(model, clip, vae, pixels, ["zorbl creature"] * 2, host.output(),
+                                                    host.models("loras"), prefix, seed=seed, steps=3, rank=4,
+                                                    batch_size=2)
+    return name, lora
+
+
+def test_train_lora_node_files_fuse_with_their_biases_and_norms(host, cn, testbed, caplog):
+    """ComfyUI's Train LoRA saves biases (.diff_b) and norms (1-D .diff) next to its LoRA pairs: read as LoraLoader
+    applies them, weight-averaged by fusion, and written back into the fused LoRA file."""
+    model, clip, vae = testbed
+    files = [_train_node_lora(host, model, clip, vae, f"train_node_{seed}", seed) for seed in (51, 52)]
+    kinds = {k.rsplit(".", 1)[-1] for k in files[0][1]}
+    assert {"diff_b", "diff"} <= kinds and any(v.dim() == 1 for k, v in files[0][1].items() if k.endswith(".diff"))
+    pipeline = host.pack("nodes.fusion.pipeline")
+    concept = _concept(host, model, clip, files[0][0], ["zorbl creature"], 0.8, 0.6)
+    biases = [k for k in concept.other_changes if k.endswith(".bias")]
+    norms = [k for k, d in concept.other_changes.items() if k.endswith(".weight") and d.dim() == 1]
+    assert biases and norms and all(k.startswith("diffusion_model.") for k in concept.other_changes)
+    assert max(d.abs().max() for d in concept.other_changes.values()) > 0
+    stock = cn.LoraLoader().load_lora(model, clip, files[0][0], 0.8, 0.6)[0]
+    ours = pipeline._with_lora(model, clip, concept, 1.0, 1.0)[0]
+    expected, got = _weights(stock, model.model), _weights(ours, model.model)
+    assert sorted(got) == sorted(expected) and set(concept.other_changes) <= set(expected)
+    for key, w in expected.items():
+        assert torch.allclose(got[key], w, atol=1e-6, rtol=1e-5), key
+
+    nodes = host.pack("nodes.fusion.nodes")
+    concepts = nodes.LoRAAsConcept().append(files[0][0], "zorbl creature", 1.0, 1.0)[0]
+    concepts = nodes.LoRAAsConcept().append(files[1][0], "quenta creature", 1.0, 1.0, concepts)[0]
+    with torch.inference_mode():
+        fused, _, report = nodes.GradientFusion().fuse(model, clip, "closed_form", 2, 64, 0, 1e-3, concepts=concepts,
+                                                       lora_filename="fused_train_node")
+    assert "biases and norms (weight average)" in report
+    own = [_concept(host, model, clip, n, ["t"], 1.0, 1.0).other_changes for n, _ in files]
+    fused_weights = _weights(fused, model.model)
+    for key in sorted(set(own[0]) | set(own[1])):
+        base = model.model.get_parameter(key).float()
+        average = (own[0].get(key, 0) + own[1].get(key, 0)) / 2
+        assert torch.allclose(fused_weights[key], base + average, atol=1e-6), key
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        reloaded = cn.LoraLoader().load_lora(model, clip, "fused_train_node.safetensors", 1.0, 1.0)[0]
+    assert "lora key not loaded" not in caplog.text
+    again = _weights(reloaded, model.model)
+    assert set(again) == set(fused_weights) and set(own[0]) <= set(again)
+    for key, w in again.items():
+        assert torch.allclose(w, fused_weights[key], atol=1e-5), key
+
+
+def test_fused_file_writes_text_encoder_biases_and_norms_where_loraloader_finds_them(host, cn, testbed, caplog):
+    """Text-encoder bias and norm changes (from a LoRA that has them) go into the fused file under ComfyUI's generic
+    ``text_encoders.`` keys, and LoraLoader places each on its parameter."""
+    model, clip, _ = testbed
+    kohya = host.pack("mixofshow_core.formats.kohya")
+    root = clip.cond_stage_model
+    keys = ["clip_l.transformer.text_model.encoder.layers.0.self_attn.q_proj.bias",
+            "clip_l.transformer.text_model.encoder.layers.1.layer_norm1.weight",
+            "diffusion_model.input_blocks.1.0.emb_layers.1.bias"]
+    g = torch.Generator().manual_seed(5)
+    owner = {k: model.model if k.startswith("diffusion_model.") else root for k in keys}
+    other = {k: torch.randn(owner[k].get_parameter(k).shape, generator=g) * 0.01 for k in keys}  # (channels,)
+    kohya.write_diff({}, {}, os.path.join(host.models("loras"), "other_only.safetensors"), "sd1", other)
+    with caplog.at_level(logging.WARNING):
+        loaded_model, loaded_clip = cn.LoraLoader().load_lora(model, clip, "other_only.safetensors", 1.0, 1.0)
+    assert "lora key not loaded" not in caplog.text
+    got = {**_weights(loaded_model, model.model), **_weights(loaded_clip.patcher, root)}
+    assert sorted(got) == sorted(keys)
+    for key in keys:
+        base = owner[key].get_parameter(key).float()
+        assert torch.allclose(got[key], base + other[key], atol=1e-6), key
+    with pytest.raises(ValueError, match="ending in .weight or .bias"):
+        kohya.other_change_name("clip_l.transformer.text_model.embeddings.position_ids")
+
+
 def test_colliding_triggers_get_a_clear_error(host, testbed):
     model, clip, _ = testbed
     standard_loras.write_lora(os.path.join(host.models("loras"), "twin_a.safetensors"), model, clip, seed=31)
