@@ -210,7 +210,8 @@ def fuse_three(family: str = "sd1", names=("potter", "hermione", "thanos")):
                       "widgets": [f"{name}.safetensors", 1.0, 1.0], "links": {"model": prev, "clip": prev_clip}})
     nodes.append({"id": 5, "type": "GradientFusion", "pos": [840, 120], "size": [340, 320],
                   "widgets": ["closed_form", DEFAULT_FUSE.steps, resolution, 0, "fixed", DEFAULT_FUSE.ridge, 500, 500,
-                              50, DEFAULT_FUSE.accumulate_fp64, "", DEFAULT_FUSE.anchor, DEFAULT_FUSE.spatial_ridge],
+                              50, DEFAULT_FUSE.accumulate_fp64, "", DEFAULT_FUSE.anchor, DEFAULT_FUSE.spatial_ridge,
+                              DEFAULT_FUSE.text_inputs, DEFAULT_FUSE.kv_targets],
                   "links": {"model": (1 + len(names), 0), "clip": (1 + len(names), 1)}})
     fused = "fused_" + "_".join(names)
     nodes.append({"id": 6, "type": "EDLoRASaveBundle", "pos": [1220, 420], "widgets": [fused],
@@ -319,7 +320,8 @@ def lora_characters(names=("miku", "rin"), triggers=("hatsune miku", "kagamine r
          "widgets": [files[1], triggers[1], 1.0, 1.0], "links": {"concepts": (2, 0)}},
         {"id": 4, "type": "GradientFusion", "pos": [780, 40], "size": [340, 330],
          "widgets": ["closed_form", fusion.steps, 1024, 0, "fixed", fusion.ridge, 500, 500, 50,
-                     fusion.accumulate_fp64, "", fusion.anchor, fusion.spatial_ridge],
+                     fusion.accumulate_fp64, "", fusion.anchor, fusion.spatial_ridge, fusion.text_inputs,
+                     fusion.kv_targets],
          "links": {"model": (1, 0), "clip": (1, 1), "concepts": (3, 0)}},
         {"id": 5, "type": "PreviewAny", "pos": [780, 410], "size": [340, 220], "links": {"source": (4, 2)}},
         {"id": 6, "type": "RegionBoxes", "pos": [1160, 40], "size": [400, 560],
@@ -491,7 +493,8 @@ def world_regions():
     nodes += [
         {"id": 5, "type": "GradientFusion", "pos": [420, 120], "size": [340, 320],
          "widgets": ["closed_form", fuse["steps"], fuse["resolution"], fuse["seed"], "fixed", fuse["ridge"], 500, 500,
-                     50, DEFAULT_FUSE.accumulate_fp64, "", "base", fuse["ridge"]],  # world recipe: one ridge everywhere
+                     50, DEFAULT_FUSE.accumulate_fp64, "", "base", fuse["ridge"],  # world recipe: one ridge everywhere
+                     DEFAULT_FUSE.text_inputs, fuse["kv_targets"]],
          "links": {"model": (1, 0), "clip": (1, 1), "concepts": (4, 0)}},
         {"id": 6, "type": "EDLoRATextEncode", "pos": [800, 40], "size": [380, 120], "widgets": [scene],
          "links": {"clip": (5, 1)}},

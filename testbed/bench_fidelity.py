@@ -59,12 +59,15 @@ SEPARATE = "one sampler per box, "  # row-label prefix: each box's prompt sample
 ALONE = "its box alone on the canvas, "  # row-label prefix: one regional pass with only this box, global ground
 
 
-def methods(ridges: Sequence[float]) -> dict[str, tuple[str, float | None]]:
-    """name: (combining method, GradientFusion ridge; None = recipe.FUSE's 0.3). The recipe's ridge is
-    'gradient'; every other ridge in ``ridges`` adds a row 'gradient ridge <value>'."""
-    out: dict[str, tuple[str, float | None]] = {"gradient": ("gradient", None)}
-    out.update({f"gradient ridge {r:g}": ("gradient", r) for r in ridges})
-    return {**out, "average": ("average", None), "orthogonal": ("orthogonal", None)}
+def methods(ridges: Sequence[float], fusion_options: Sequence[dict] = ()) -> dict[str, tuple[str, float | None, dict]]:
+    """name: (combining method, GradientFusion ridge; None = recipe.FUSE's 0.3, other GradientFusion inputs). The
+    recipe's ridge is 'gradient'; every other ridge in ``ridges`` adds a row 'gradient ridge <value>', every dict
+    of ``fusion_options`` a row 'gradient <key>=<value>' at the recipe's ridge."""
+    out: dict[str, tuple[str, float | None, dict]] = {"gradient": ("gradient", None, {})}
+    out.update({f"gradient ridge {r:g}": ("gradient", r, {}) for r in ridges})
+    out.update({"gradient " + " ".join(f"{k}={v}" for k, v in o.items()): ("gradient", None, dict(o))
+                for o in fusion_options})
+    return {**out, "average": ("average", None, {}), "orthogonal": ("orthogonal", None, {})}
 
 
 def _identity(pipe, fidelity, model, clip, concept, images: int, seed: int) -> dict:
@@ -108,10 +111,11 @@ def _in_boxes(pipe, model_clip, prompt: str, boxes, images: int, seed: int, regi
     return [pipe.recognise(pictures, box) for _, box in boxes]
 
 
-def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> dict:
+def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES,
+        fusion_options: Sequence[dict] = ()) -> dict:
     fidelity = pipe.host.pack("testbed.world.fidelity")
     render = pipe.host.pack("testbed.world.render")
-    combining = methods(ridges)
+    combining = methods(ridges, fusion_options)
     result: dict = {"single": {}, "fused": {}, "stages": {}, "regions": {}, "methods": list(combining),
                     "per_image": {}}  # [concepts][images] attribute scores, paired by seed: single/..., fused/...
     files = {"edlora": [], "orthogonal": []}
@@ -144,10 +148,10 @@ def run(pipe, concepts, images: int, log, ridges: Sequence[float] = RIDGES) -> d
     counts = [c for c in FUSED_COUNTS if c <= len(concepts)]
     split: dict[str, tuple] = {}  # the largest count's fused models, measured half by half below
     for count in counts:
-        for method, (how, ridge) in combining.items():
+        for method, (how, ridge, options) in combining.items():
             source = files["orthogonal" if method == "orthogonal" else "edlora"][:count]
             start = time.monotonic()
-            model, clip = pipe.combined(source, how, ridge)
+            model, clip = pipe.combined(source, how, ridge, **options)
             seconds = time.monotonic() - start
             if count == counts[-1] and method in STAGE_METHODS:
                 split[method] = (model, clip)
@@ -311,6 +315,9 @@ def main() -> None:
     parser.add_argument("--cfg", type=float, help="guidance of every sample (default: the world recipe's 2)")
     parser.add_argument("--ridges", default=",".join(f"{r:g}" for r in RIDGES), help="comma-separated "
                         "GradientFusion ridges compared with the recipe's 0.3 (default: 1e-2, and the node's 1e-4)")
+    parser.add_argument("--fusion", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="add a gradient row with these GradientFusion inputs, e.g. --fusion kv_targets=own_model "
+                        "(repeatable: one row each)")
     parser.add_argument("--json", help="also write the numbers here")
     args = parser.parse_args()
     import comfy_host
@@ -326,8 +333,9 @@ def main() -> None:
     concepts = list(host.pack("testbed.world.concepts").CONCEPTS[: args.concepts])
     started = time.monotonic()
     ridges = tuple(float(r) for r in args.ridges.split(",") if r.strip())
+    fusion_options = [dict(kv.split("=", 1) for kv in row.split(",")) for row in args.fusion]
     result = run(pipe, concepts, args.images, lambda s: print(f"[{time.monotonic() - started:6.0f}s] {s}", flush=True),
-                 ridges)
+                 ridges, fusion_options)
     result["total_seconds"] = round(time.monotonic() - started, 1)
     result["setup"] = {"images": args.images, "concepts": len(concepts), "train": pipe.train_options,
                        "sample": pipe.sample_options}

@@ -114,7 +114,8 @@ def stacked(pipe, files: list[str]):
 
 def fused(pipe, files: list[str], triggers: list[str], mode: str, ridge: float | None, spatial_ridge: float | None):
     """(MODEL, CLIP, report, found) from LoRAAsConcept per file into GradientFusion (base model and clip).
-    ``ridge``/``spatial_ridge`` None: the node's defaults. Steps, resolution, seed: recipe.FUSE."""
+    ``ridge``/``spatial_ridge`` None: the node's defaults; else with recipe.FUSE's K/V targets too. Steps,
+    resolution, seed: recipe.FUSE."""
     import torch
 
     fusion = pipe.host.pack("nodes.fusion.nodes")
@@ -124,7 +125,7 @@ def fused(pipe, files: list[str], triggers: list[str], mode: str, ridge: float |
         for name, trigger in zip(files, triggers):
             concepts, said = fusion.LoRAAsConcept().append(name, trigger, 1.0, 1.0, concepts)
             found.append(said)
-        extra = {} if spatial_ridge is None else {"spatial_ridge": spatial_ridge}
+        extra = {} if spatial_ridge is None else {"spatial_ridge": spatial_ridge, "kv_targets": f["kv_targets"]}
         model, clip, report = fusion.GradientFusion().fuse(
             pipe.model, pipe.clip, mode, f["steps"], f["resolution"], f["seed"],
             fusion.DEFAULTS.ridge if ridge is None else ridge, concepts=concepts, **extra)

@@ -172,9 +172,10 @@ class GradientFusion:
                                 "paper's code), fused = layer by layer on what the already-fused layers give, to "
                                 "reproduce each concept's own layers (closed_form only)."}),
                 "kv_targets": (list(FUSION_KV_TARGETS), {"default": d.kv_targets, "tooltip":
-                               "What the cross-attention K/V layers reproduce at each concept's tokens: official = "
-                               "its K/V change on the fused contexts, own_model = its own model's keys/values, which "
-                               "also absorbs the text encoder's compromise (closed_form only)."}),
+                               "What the cross-attention K/V layers reproduce at each concept's tokens: own_model "
+                               "(default) = its own model's keys/values, which also absorbs the text encoder's "
+                               "compromise (measured 5000x closer end to end on SD1.5), official = its K/V change on "
+                               "the fused contexts, as the paper's code does (closed_form only)."}),
             },
         }
 

@@ -70,10 +70,10 @@ class WorldPipeline:
                 model, clip = loader.load(model, clip, name, strength_model, strength_clip)
         return model, clip
 
-    def combined(self, files: list[str], method: str, ridge: float | None = None):
+    def combined(self, files: list[str], method: str, ridge: float | None = None, **options):
         """(MODEL, CLIP) holding all concepts: 'gradient' (GradientFusion closed form; ``ridge`` defaults to
-        recipe.FUSE's), 'average' (its weight averaging), 'orthogonal' (OrthogonalMerge sum, weight 1 per
-        concept's own delta scale)."""
+        recipe.FUSE's; ``options``: other GradientFusion inputs, e.g. kv_targets), 'average' (its weight
+        averaging), 'orthogonal' (OrthogonalMerge sum, weight 1 per concept's own delta scale)."""
         fusion = self._nodes("fusion.nodes")
         concepts = None
         with torch.inference_mode():
@@ -86,7 +86,8 @@ class WorldPipeline:
             f = self.host.pack("testbed.world.recipe").FUSE
             ridge = f["ridge"] if ridge is None else ridge  # one ridge for every stage, as the record measured
             return fusion.GradientFusion().fuse(self.model, self.clip, mode, f["steps"], f["resolution"], f["seed"],
-                                                ridge, concepts=concepts, spatial_ridge=ridge, anchor="base")[:2]
+                                                ridge, concepts=concepts, spatial_ridge=ridge, anchor="base",
+                                                **{"kv_targets": f["kv_targets"], **options})[:2]
 
     # --- sampling -------------------------------------------------------------------------------------
     def _encode(self, clip, text: str):

@@ -16,7 +16,7 @@ def test_fidelity_benchmark_reports_every_measure(host, tmp_path, trains):
     out = tmp_path / "fidelity.json"
     run = subprocess.run([sys.executable, os.path.join(comfy_host.REPO, "testbed", "bench_fidelity.py"),
                           "--concepts", "3", "--images", "1", "--steps", "2", "--ridges", "1e-2",
-                          "--train", "lr_unet=4e-3", "--json", str(out)],
+                          "--train", "lr_unet=4e-3", "--fusion", "kv_targets=own_model", "--json", str(out)],
                          capture_output=True, text=True, timeout=900, env=os.environ.copy())
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
@@ -25,7 +25,8 @@ def test_fidelity_benchmark_reports_every_measure(host, tmp_path, trains):
     assert set(result["single"]) == {"ED-LoRA", "embedding only", "orthogonal (alone)", "base model, look in words",
                                      "its photos through the autoencoder (ceiling)"}
     # 3 concepts: only the 2-concept fusion, by every method, and its half-by-half split
-    assert set(result["fused"]) == {f"2/{m}" for m in ("gradient", "gradient ridge 0.01", "average", "orthogonal")}
+    methods = ("gradient", "gradient ridge 0.01", "gradient kv_targets=own_model", "average", "orthogonal")
+    assert set(result["fused"]) == {f"2/{m}" for m in methods}
     assert set(result["stages"]) == {f"2/{m}/{p}" for m in ("gradient", "average") for p in ("UNet", "text encoder")}
     for row in [*result["single"].values(), *result["fused"].values(), *result["stages"].values()]:
         assert 0.0 <= row["exact"] <= row["attributes"] <= 1.0

@@ -55,7 +55,7 @@ def test_node_fuses_a_loader_chain_and_every_word_samples(host, cn, chain):
 
 
 def test_fused_kv_reproduce_each_concepts_kv_on_its_rows(host, testbed):
-    _, fused_clip, deltas, _ = _fuse(host, testbed, WORDS, ridge=0.0)
+    _, fused_clip, deltas, _ = _fuse(host, testbed, WORDS, ridge=0.0, kv_targets="official")  # the paper's targets
     layerwise = host.pack("nodes.concepts.layerwise")
     sites = host.pack("nodes.model_layout").cross_attention_sites(testbed[0])
     for item in _items(host, WORDS):

@@ -57,7 +57,7 @@ def test_both_text_schemes_fuse_three_concepts(host, testbed, items):
 def test_kv_fitted_to_each_concepts_own_model_reproduce_it_end_to_end(host, testbed, items, text_inputs):
     """18 token rows (3 concepts x 2 prompts x 3 tokens) against 64 context dimensions: K/V can give every concept
     its own model's keys/values exactly, whatever the fused text encoder gets wrong."""
-    official = _fuse(host, testbed, items, ridge=0.0, text_inputs=text_inputs)
+    official = _fuse(host, testbed, items, ridge=0.0, text_inputs=text_inputs, kv_targets="official")
     own_model = _fuse(host, testbed, items, ridge=0.0, text_inputs=text_inputs, kv_targets="own_model")
     assert max(own_model.end_to_end.values()) < 1e-6 < min(official.end_to_end.values())
     assert own_model.residual["cross-attention K/V"] < 1e-8

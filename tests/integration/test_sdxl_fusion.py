@@ -31,7 +31,8 @@ def _fuse(host, testbed_sdxl, names, **cfg):
 
 
 def test_sdxl_fused_kv_reproduce_each_concepts_kv_on_its_blocks_row(host, testbed_sdxl, sdxl_concepts):
-    _, fused_clip, deltas, report = _fuse(host, testbed_sdxl, sdxl_concepts, ridge=0.0, spatial_ridge=0.0)
+    _, fused_clip, deltas, report = _fuse(host, testbed_sdxl, sdxl_concepts, ridge=0.0, spatial_ridge=0.0,
+                                          kv_targets="official")  # the paper's targets: each concept's K/V change
     assert report.layers == {"text encoder": 24, "cross-attention K/V": 140, "UNet attention": 420}
     assert sum(m.startswith("text_encoder_2.") for m in deltas["text"]) == 12  # CLIP-G's attention, fused too
     layerwise = host.pack("nodes.concepts.layerwise")

@@ -127,7 +127,7 @@ def test_fusing_two_loras_and_an_edlora_reproduces_each_on_its_trigger(host, tes
              pipeline.FusionItem(_concept(host, model, clip, "fuse_rin.safetensors", ["kagamine rin"], 1.0, 1.0)),
              pipeline.FusionItem(host.pack("mixofshow_core.formats").load_concept(
                  os.path.join(host.models("edloras"), "fuse_std_fox.safetensors")))]
-    cfg = config.FusionConfig(resolution=64, steps=2, ridge=0.0, spatial_ridge=0.0)
+    cfg = config.FusionConfig(resolution=64, steps=2, ridge=0.0, spatial_ridge=0.0, kv_targets="official")
     _, fused_clip, deltas, report = pipeline.fuse(model, clip, items, cfg)
     assert "kagamine rin" in report.text() and "<fox1> <fox2>" in report.text()
     assert report.residual["cross-attention K/V"] < 1e-6
