@@ -101,11 +101,16 @@ def _lora_part(concept: Concept, text: bool, unet_filter: Callable[[str], bool],
                                unet_lora={m: p for m, p in concept.unet_lora.items() if unet_filter(m)})
 
 
+def _other_patches(other: dict[str, torch.Tensor], unet: bool) -> dict[str, tuple]:
+    """Host "diff" patches of bias/norm changes (host parameter key -> change): the UNet's, or the text encoders'."""
+    return {k: (d,) for k, d in other.items() if k.startswith(_UNET_KEY) == unet}
+
+
 def _add_other(model, clip, other: dict[str, torch.Tensor], unet_alpha: float, text_alpha: float):
-    """(model, clip) clones with bias/norm changes (host parameter key -> change) added at the given strengths."""
+    """(model, clip) clones with bias/norm changes added at the given strengths."""
     model, clip = model.clone(), clip.clone()
-    model.add_patches({k: (d,) for k, d in other.items() if k.startswith(_UNET_KEY)}, unet_alpha)
-    clip.add_patches({k: (d,) for k, d in other.items() if not k.startswith(_UNET_KEY)}, text_alpha)
+    model.add_patches(_other_patches(other, True), unet_alpha)
+    clip.add_patches(_other_patches(other, False), text_alpha)
     return model, clip
 
 
@@ -142,6 +147,7 @@ class _Fusion:
         self.layout = model_layout.unet_layout(model)
         self.report = FusionReport([i.concept.name for i in items])
         self.other = self._other_average()
+        self._own_clips: dict[int, Any] = {}  # id(item) -> its own CLIP, built once (stages and report reuse it)
         self.options = dict(device=comfy.model_management.get_torch_device(), progress=progress, sink=sink,
                             interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
 
@@ -188,11 +194,13 @@ class _Fusion:
         return delta, self.with_words(self._patched_clip(delta))
 
     def _own_clip(self, item: FusionItem) -> Any:
-        """The base CLIP with this concept's text-encoder LoRA and its words."""
-        text_only = _lora_part(item.concept, True, lambda m: False, unet_other=False)
-        own_clip = _with_lora(self.model, self.clip, text_only, 0.0, item.text_alpha)[1].clone()
-        layerwise.register_words(own_clip, item.concept, self.rows, item.concept.name)
-        return own_clip
+        """The base CLIP with this concept's text-encoder LoRA and its words (built on first use)."""
+        if id(item) not in self._own_clips:
+            text_only = _lora_part(item.concept, True, lambda m: False, unet_other=False)
+            own_clip = _with_lora(self.model, self.clip, text_only, 0.0, item.text_alpha)[1].clone()
+            layerwise.register_words(own_clip, item.concept, self.rows, item.concept.name)
+            self._own_clips[id(item)] = own_clip
+        return self._own_clips[id(item)]
 
     def _text_passes(self, clip: Any, item: FusionItem, hooks: dict[str, str], add) -> None:
         """Encode each fusion prompt of ``item`` on ``clip``; ``add(template, group, x)`` hears the prompt's own
@@ -215,7 +223,7 @@ class _Fusion:
         """The base CLIP with fused weight changes and the averaged text-encoder biases and norms."""
         clip = self.clip.clone()
         clip.add_patches({f"{model_layout.clip_module(m)}.weight": (d,) for m, d in delta.items()}, 1.0)
-        clip.add_patches({k: (d,) for k, d in self.other.items() if not k.startswith(_UNET_KEY)}, 1.0)
+        clip.add_patches(_other_patches(self.other, False), 1.0)
         return clip
 
     def _text_encoder_layer_by_layer(self, stage: Stage, modules: list[str], hooks: dict[str, str],
@@ -328,7 +336,7 @@ class _Fusion:
         sp_delta.update(averaged)
         unet_delta = {m: d.reshape(weight_shapes[m]) for m, d in {**kv_delta, **sp_delta}.items()}
         fused = patched(kv_model, sp_delta)
-        fused.add_patches({k: (d,) for k, d in self.other.items() if k.startswith(_UNET_KEY)}, 1.0)
+        fused.add_patches(_other_patches(self.other, True), 1.0)
         return unet_delta, fused
 
 
