@@ -169,7 +169,7 @@ def tally(got_want_other: list[tuple[str | None, str, str]], intervals) -> dict:
 
 
 def run(pipe, concepts, triggers, images: int, canvas_kind: str, train: dict, log,
-        ground: str = "black", strip: bool = False) -> dict:
+        ground: str = GROUND, strip: bool = False) -> dict:
     host = pipe.host
     fidelity = host.pack("testbed.world.fidelity")
     intervals = host.pack("testbed.world.intervals")
